@@ -1,0 +1,48 @@
+# oicp-p2p — `make run` and `make test` do all set-up on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+UV_VERSION := 0.13.9
+VENV := .venv
+PY := $(VENV)/bin/python
+UV := .uv/bin/uv
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+
+.PHONY: run test lint format docs check-docs services clean help
+
+help:
+	@echo "make run    - demo network: CPO node DE*GEF (:7001) and EMP node DE-GDF (:8001)"
+	@echo "make test   - the whole test suite against the local RabbitMQ and Redis"
+	@echo "make lint   - ruff"
+	@echo "make docs   - regenerate docs/asyncapi.yaml from the code"
+
+# uv lives in its own small venv so that `uv sync` never removes it from the project venv.
+$(UV):
+	$(PYTHON) -m venv .uv
+	.uv/bin/pip install --quiet uv==$(UV_VERSION)
+
+$(VENV)/.synced: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen --python $(PYTHON)
+	touch $@
+
+venv: $(VENV)/.synced
+
+services:
+	@deploy/scripts/ensure-services.sh
+
+run: venv services
+	$(PY) -m shared.node deploy/config/demo-cpo.yaml deploy/config/demo-emp.yaml
+
+test: venv services
+	$(PY) -m pytest
+
+lint: venv
+	$(VENV)/bin/ruff check .
+
+format: venv
+	$(VENV)/bin/ruff check --fix . && $(VENV)/bin/ruff format .
+
+docs: venv
+	$(PY) -m shared.bus.asyncapi > docs/asyncapi.yaml
+
+clean:
+	rm -rf $(VENV) .uv .pytest_cache .ruff_cache

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Make sure RabbitMQ (127.0.0.1:5672) and Redis (127.0.0.1:6379) answer; start the locally installed
+# ones that are not running; say clearly what is missing otherwise.
+set -u
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+wait_port() { for _ in $(seq 1 60); do port_open "$1" && return 0; sleep 1; done; return 1; }
+missing=0
+
+if ! port_open 6379; then
+  if command -v redis-server >/dev/null; then
+    echo "starting Redis on 127.0.0.1:6379"
+    mkdir -p /var/lib/redis /var/log/redis 2>/dev/null
+    redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
+      --dir /var/lib/redis --logfile /var/log/redis/ci.log >/dev/null \
+      || redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no >/dev/null
+    wait_port 6379 || { echo "ERROR: Redis did not come up on 127.0.0.1:6379" >&2; missing=1; }
+  else
+    echo "ERROR: Redis is not running on 127.0.0.1:6379 and redis-server is not installed (apt-get install redis-server)" >&2
+    missing=1
+  fi
+fi
+
+if ! port_open 5672; then
+  if command -v rabbitmq-server >/dev/null; then
+    echo "starting RabbitMQ on 127.0.0.1:5672"
+    rabbitmq-server -detached >/dev/null 2>&1
+    wait_port 5672 || { echo "ERROR: RabbitMQ did not come up on 127.0.0.1:5672" >&2; missing=1; }
+  else
+    echo "ERROR: RabbitMQ is not running on 127.0.0.1:5672 and rabbitmq-server is not installed (apt-get install rabbitmq-server)" >&2
+    missing=1
+  fi
+fi
+exit $missing

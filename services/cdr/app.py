@@ -1,0 +1,15 @@
+"""The cdr service. Until its logic lands (CDR outbox and inbox: issue #5) it consumes its command queue and
+rejects every command to the dead-letter queue with a command.rejected event."""
+
+from __future__ import annotations
+
+from faststream import FastStream
+
+from shared.bus.reserved import create_reserved_worker
+from shared.settings import NodeSettings
+
+SERVICE = "cdr"
+
+
+def create_app(settings: NodeSettings) -> FastStream:
+    return create_reserved_worker(settings, SERVICE, "CDR outbox and inbox: issue #5")

@@ -1,0 +1,68 @@
+"""Run the gateway: the OICP port and the internal port in one process, one event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import Generator
+
+import uvicorn
+
+from services.gateway.context import SERVICE, GatewayContext
+from services.gateway.internal_api import create_internal_app
+from services.gateway.oicp_face import create_oicp_app
+from shared.logs import setup_logging
+from shared.settings import ConfigError, load_settings
+
+
+class _Server(uvicorn.Server):
+    """uvicorn.Server without its own signal handling: serve() stops all servers together."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+async def serve() -> None:
+    settings = load_settings()
+    setup_logging(settings.name, SERVICE, settings.log_level)
+    ctx = GatewayContext.build(settings)
+    await ctx.start()
+
+    def server(app: object, host: str, port: int) -> uvicorn.Server:
+        config = uvicorn.Config(app, host=host, port=port, loop="uvloop", http="httptools", lifespan="off",
+                                log_config=None, access_log=False, timeout_graceful_shutdown=5)
+        return _Server(config)
+
+    servers = [
+        server(create_oicp_app(ctx), settings.oicp.host, settings.oicp.port),
+        server(create_internal_app(ctx), settings.internal.host, settings.internal.port),
+    ]
+    def stop() -> None:
+        for s in servers:
+            s.should_exit = True
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop)
+    try:
+        await asyncio.gather(*(s.serve() for s in servers))
+    finally:
+        stop()
+        await ctx.stop()
+
+
+def main() -> None:
+    try:
+        import uvloop
+
+        uvloop.run(serve())
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

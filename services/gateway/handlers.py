@@ -1,0 +1,128 @@
+"""Handlers of the OICP operations the gateway serves, one function per operation.
+
+A handler receives a validated body from a caller whose IDs were checked. Pushes become commands on
+the bus (confirmed by the broker before the positive answer); pulls are answered from the Redis
+read models. Operations whose logic belongs to later work answer ``320 Service not available``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.requests import Request
+
+from services.gateway.context import GatewayContext
+from shared.bus.envelope import utc_now
+from shared.bus.messages import CommandType, EvseDataIngest, EvseStatusIngest
+from shared.oicp import (
+    Acknowledgement,
+    EvseStatusByIdResponse,
+    EvseStatusResponse,
+    OICPModel,
+    PullEvseStatusByIdRequest,
+    PullEvseStatusByOperatorIdRequest,
+    PullEvseStatusRequest,
+    PushEvseDataRequest,
+    PushEvseStatusRequest,
+    StatusCodeValue,
+)
+from shared.oicp.operations import Operation
+from shared.settings import PeerConfig
+from shared.stores.evse_status import StoredStatus
+
+Handler = Callable[[GatewayContext, Operation, PeerConfig, Any, Request], Awaitable[OICPModel]]
+
+
+async def not_available(
+    ctx: GatewayContext, operation: Operation, caller: PeerConfig, body: OICPModel, request: Request
+) -> OICPModel:
+    from services.gateway.oicp_face import error_answer
+
+    return error_answer(
+        operation, StatusCodeValue.SERVICE_NOT_AVAILABLE, f"{operation.name} is not available on this node yet"
+    )
+
+
+async def push_evse_status(
+    ctx: GatewayContext, operation: Operation, caller: PeerConfig, body: PushEvseStatusRequest, request: Request
+) -> OICPModel:
+    await ctx.bus.send_command(
+        CommandType.EMP_EVSE_STATUS_INGEST,
+        EvseStatusIngest(peer_id=caller.id, received_at=utc_now(), request=body),
+        correlation_id=request.headers.get("x-correlation-id"),
+    )
+    return Acknowledgement.ok()
+
+
+async def push_evse_data(
+    ctx: GatewayContext, operation: Operation, caller: PeerConfig, body: PushEvseDataRequest, request: Request
+) -> OICPModel:
+    await ctx.bus.send_command(
+        CommandType.EMP_EVSE_DATA_INGEST,
+        EvseDataIngest(peer_id=caller.id, received_at=utc_now(), request=body),
+        correlation_id=request.headers.get("x-correlation-id"),
+    )
+    return Acknowledgement.ok()
+
+
+def _operator_statuses(grouped: dict[str, list[StoredStatus]], wanted_status: str | None) -> list[dict[str, Any]]:
+    return [
+        {
+            "OperatorID": operator_id,
+            "EvseStatusRecord": [
+                {"EvseID": s.evse_id, "EvseStatus": s.status}
+                for s in records
+                if wanted_status is None or s.status == wanted_status
+            ],
+        }
+        for operator_id, records in grouped.items()
+    ]
+
+
+async def pull_evse_status(
+    ctx: GatewayContext, operation: Operation, caller: PeerConfig, body: OICPModel, request: Request
+) -> OICPModel:
+    """All three PullEvseStatus variants, from the CPO's own status read model."""
+    if isinstance(body, PullEvseStatusByIdRequest):
+        return await pull_evse_status_by_id(ctx, operation, caller, body, request)
+    if isinstance(body, PullEvseStatusByOperatorIdRequest):
+        grouped = await ctx.own_status.by_operator(list(body.operator_id))
+        return _status_response(_operator_statuses(grouped, None))
+    assert isinstance(body, PullEvseStatusRequest)
+    if body.search_center is not None:
+        # Radial search needs the EVSEs' coordinates, which arrive with the EVSE data read model.
+        return Acknowledgement.error(
+            StatusCodeValue.SERVICE_NOT_AVAILABLE, "SearchCenter: the radius filter is not available on this node yet"
+        )
+    wanted = body.evse_status.value if body.evse_status is not None else None
+    grouped = await ctx.own_status.by_operator()
+    return _status_response(_operator_statuses(grouped, wanted))
+
+
+def _status_response(operator_statuses: list[dict[str, Any]]) -> EvseStatusResponse:
+    return EvseStatusResponse.model_validate(
+        {"EvseStatuses": {"OperatorEvseStatus": operator_statuses}, "StatusCode": {"Code": "000"}}
+    )
+
+
+async def pull_evse_status_by_id(
+    ctx: GatewayContext, operation: Operation, caller: PeerConfig, body: PullEvseStatusByIdRequest, request: Request
+) -> OICPModel:
+    found = await ctx.own_status.get_many(list(body.evse_id))
+    records = [
+        {"EvseID": evse_id, "EvseStatus": stored.status if stored else "EvseNotFound"}
+        for evse_id, stored in found.items()
+    ]
+    return EvseStatusByIdResponse.model_validate(
+        {"EVSEStatusRecords": {"EvseStatusRecord": records}, "StatusCode": {"Code": "000"}}
+    )
+
+
+HANDLERS: dict[str, Handler] = {
+    "PushEvseStatus": push_evse_status,
+    "PushEvseData": push_evse_data,
+    "PullEvseStatus": pull_evse_status,
+    "PullEvseStatusById": pull_evse_status_by_id,
+    "PullEvseStatusByOperatorId": pull_evse_status,
+}

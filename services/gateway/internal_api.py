@@ -1,0 +1,182 @@
+"""The internal API: for the company's own systems and operators, on its own port, token-protected.
+
+It publishes exactly the commands of the bus (``POST /commands/{type}``), manages peers (the P2P
+counterpart of Hubject's RegisterProvider / RegisterOperator), shows look-ups and delivery state,
+and serves ``/healthz``, ``/readyz`` and ``/metrics`` (those three without a token, for probes).
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable
+
+import orjson
+from pydantic import ValidationError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from services.gateway.context import GatewayContext
+from shared.bus.client import BusUnavailable
+from shared.bus.messages import COMMAND_PAYLOADS, INTERNAL_COMMANDS, CommandType, EvseStatusSet, Payload
+from shared.metrics import metrics_endpoint
+from shared.peers.registry import PeerConflict
+from shared.settings import PeerConfig, PushOperation, Role
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+class JSON(Response):
+    media_type = "application/json"
+
+    def render(self, content: object) -> bytes:
+        return orjson.dumps(content)
+
+
+def problem(status: int, detail: str, errors: list[dict[str, str]] | None = None) -> JSON:
+    body: dict[str, object] = {"error": detail}
+    if errors:
+        body["errors"] = errors
+    return JSON(body, status_code=status)
+
+
+def validation_problem(exc: ValidationError) -> JSON:
+    errors = [{"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]} for e in exc.errors()]
+    return problem(422, "invalid request: " + "; ".join(f"{e['field']}: {e['message']}" for e in errors[:3]), errors)
+
+
+async def json_body(request: Request) -> object:
+    try:
+        return orjson.loads(await request.body())
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"body is not valid JSON: {exc}") from exc
+
+
+def create_internal_app(ctx: GatewayContext) -> Starlette:
+    expected = ctx.settings.internal.token.get_secret_value().encode()
+
+    def protected(endpoint: Endpoint) -> Endpoint:
+        async def wrapper(request: Request) -> Response:
+            scheme, _, token = request.headers.get("authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected):
+                return problem(401, "missing or wrong bearer token")
+            try:
+                return await endpoint(request)
+            except ValueError as exc:
+                return problem(400, str(exc))
+            except BusUnavailable as exc:
+                return problem(503, str(exc))
+
+        return wrapper
+
+    async def healthz(request: Request) -> Response:
+        return JSON({"status": "ok", "node": ctx.settings.name})
+
+    async def readyz(request: Request) -> Response:
+        checks = await ctx.ready()
+        return JSON({"ready": all(checks.values()), "checks": checks}, status_code=200 if all(checks.values()) else 503)
+
+    # ---- peers --------------------------------------------------------------------------------
+
+    async def list_peers(request: Request) -> Response:
+        return JSON([p.public_view() for p in await ctx.registry.all(fresh=True)])
+
+    async def add_peer(request: Request) -> Response:
+        try:
+            peer = PeerConfig.model_validate(await json_body(request))
+        except ValidationError as exc:
+            return validation_problem(exc)
+        try:
+            stored = await ctx.registry.add(peer)
+        except PeerConflict as exc:
+            return problem(409, str(exc))
+        return JSON(stored.public_view(), status_code=201)
+
+    def _role(request: Request) -> Role:
+        try:
+            return Role(request.path_params["role"])
+        except ValueError as exc:
+            raise ValueError("role must be 'cpo' or 'emp'") from exc
+
+    async def show_peer(request: Request) -> Response:
+        from shared.oicp.ids import normalize_id
+
+        peer = await ctx.registry.get(_role(request), normalize_id(request.path_params["peer_id"]))
+        if peer is None:
+            return problem(404, "no such peer")
+        view = peer.public_view()
+        if peer.role is Role.EMP:
+            view["delivery"] = [
+                (await ctx.delivery.state(peer.id, peer.key, op)).as_dict() for op in peer.push
+            ]
+        return JSON(view)
+
+    async def remove_peer(request: Request) -> Response:
+        from shared.oicp.ids import normalize_id
+
+        try:
+            removed = await ctx.registry.remove(_role(request), normalize_id(request.path_params["peer_id"]))
+        except PeerConflict as exc:
+            return problem(409, str(exc))
+        return Response(status_code=204) if removed else problem(404, "no such peer")
+
+    # ---- commands -----------------------------------------------------------------------------
+
+    async def send_command(request: Request) -> Response:
+        name = request.path_params["command"]
+        try:
+            command = CommandType(name)
+        except ValueError:
+            command = None
+        if command is None or command not in INTERNAL_COMMANDS:
+            allowed = ", ".join(sorted(c.value for c in INTERNAL_COMMANDS))
+            return problem(404, f"no internal command {name!r}; commands: {allowed}")
+        try:
+            payload: Payload = COMMAND_PAYLOADS[command].model_validate(await json_body(request))
+        except ValidationError as exc:
+            return validation_problem(exc)
+        if isinstance(payload, EvseStatusSet):
+            foreign = [r.evse_id for r in payload.records if ctx.settings.own_operator_of(r.evse_id) is None]
+            if foreign:
+                return problem(422, f"EvseIDs not of this node's operators {ctx.settings.operator_ids}: {foreign[:5]}")
+        envelope = await ctx.bus.send_command(command, payload, correlation_id=request.headers.get("x-correlation-id"))
+        return JSON({"accepted": True, "event_id": str(envelope.event_id), "type": command.value}, status_code=202)
+
+    # ---- look-ups -----------------------------------------------------------------------------
+
+    async def evse_status(request: Request) -> Response:
+        evse_id = request.path_params["evse_id"]
+        try:
+            own, roaming = (await ctx.own_status.get_many([evse_id]))[evse_id], (
+                await ctx.roaming_status.get_many([evse_id])
+            )[evse_id]
+        except ValueError as exc:
+            return problem(422, str(exc))
+        if own is None and roaming is None:
+            return problem(404, f"no status known for {evse_id}")
+        stored = own or roaming
+        assert stored is not None
+        return JSON({"EvseID": evse_id, "EvseStatus": stored.status, "changed_at": stored.changed_at,
+                     "source": "own" if own else "roaming"})
+
+    async def delivery_state(request: Request) -> Response:
+        lanes = []
+        for peer in await ctx.registry.enabled(Role.EMP):
+            for op in peer.push:
+                lanes.append((await ctx.delivery.state(peer.id, peer.key, PushOperation(op))).as_dict())
+        return JSON(lanes)
+
+    routes = [
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Route("/metrics", metrics_endpoint),
+        Route("/peers", protected(list_peers), methods=["GET"]),
+        Route("/peers", protected(add_peer), methods=["POST"]),
+        Route("/peers/{role}/{peer_id}", protected(show_peer), methods=["GET"]),
+        Route("/peers/{role}/{peer_id}", protected(remove_peer), methods=["DELETE"]),
+        Route("/commands/{command}", protected(send_command), methods=["POST"]),
+        Route("/evses/{evse_id}/status", protected(evse_status), methods=["GET"]),
+        Route("/delivery", protected(delivery_state), methods=["GET"]),
+    ]
+    return Starlette(routes=routes)

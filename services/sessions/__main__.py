@@ -1,0 +1,4 @@
+from services.sessions.app import SERVICE, create_app
+from shared.service import run_worker
+
+run_worker(SERVICE, create_app)

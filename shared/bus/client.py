@@ -1,0 +1,111 @@
+"""The broker of a service and the typed way to publish commands and events on it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from faststream.rabbit import RabbitBroker
+from faststream.rabbit.publisher import RabbitPublisher
+from faststream.rabbit.schemas import Channel
+
+from shared.bus.envelope import Envelope
+from shared.bus.messages import COMMAND_PAYLOADS, EVENT_PAYLOADS, CommandType, EventType, Payload
+from shared.bus.topology import Topology
+from shared.settings import NodeSettings
+
+logger = logging.getLogger(__name__)
+
+
+class BusUnavailable(Exception):
+    """The broker did not confirm a message in time: the caller must not report success."""
+
+
+def create_broker(settings: NodeSettings, service: str) -> RabbitBroker:
+    """One robust connection per process, named after node and service in the broker's UI."""
+    return RabbitBroker(
+        settings.rabbitmq.url,
+        # Confirms make publish() return only once the broker has the message; returns raise, so a
+        # command that no queue takes is an error and not silently dropped.
+        default_channel=Channel(
+            prefetch_count=settings.rabbitmq.prefetch, publisher_confirms=True, on_return_raises=True
+        ),
+        client_properties={"connection_name": f"{settings.name}/{service}"},
+        app_id=f"oicp-p2p/{service}",
+        graceful_timeout=10.0,
+        reconnect_interval=1.0,
+        fail_fast=False,
+        logger=logging.getLogger(f"faststream.{service}"),
+        description=f"oicp-p2p {service} of node {settings.name}",
+    )
+
+
+class Bus:
+    """Publishes the node's commands and events, each with the one envelope and a broker confirm.
+
+    Publishers are declared up front so that they appear in the AsyncAPI document.
+    """
+
+    def __init__(
+        self,
+        broker: RabbitBroker,
+        topology: Topology,
+        node: str,
+        commands: tuple[CommandType, ...] = (),
+        events: tuple[EventType, ...] = (),
+        confirm_timeout: float = 5.0,
+    ) -> None:
+        self.broker = broker
+        self.topology = topology
+        self.node = node
+        self.confirm_timeout = confirm_timeout
+        self._commands: dict[CommandType, RabbitPublisher] = {
+            command: broker.publisher(
+                exchange=topology.commands,
+                routing_key=command.value,
+                persist=True,
+                mandatory=True,
+                title=f"command {command.value}",
+                schema=Envelope[COMMAND_PAYLOADS[command]],  # type: ignore[name-defined]
+            )
+            for command in commands
+        }
+        self._events: dict[EventType, RabbitPublisher] = {
+            event: broker.publisher(
+                exchange=topology.events,
+                routing_key=event.value,
+                persist=True,
+                # Facts go to whoever listens; no listener is not an error.
+                mandatory=False,
+                title=f"event {event.value}",
+                schema=Envelope[EVENT_PAYLOADS[event]],  # type: ignore[name-defined]
+            )
+            for event in events
+        }
+
+    async def _publish(
+        self, publisher: RabbitPublisher, kind: str, payload: Payload, correlation_id: str | None
+    ) -> Envelope[Any]:
+        envelope: Envelope[Any] = Envelope(type=kind, node=self.node, data=payload)
+        body = envelope.model_dump(mode="json", by_alias=True)
+        try:
+            await asyncio.wait_for(
+                publisher.publish(body, correlation_id=correlation_id, message_id=str(envelope.event_id)),
+                timeout=self.confirm_timeout,
+            )
+        except TimeoutError as exc:
+            raise BusUnavailable(f"broker did not confirm {kind} within {self.confirm_timeout}s") from exc
+        except Exception as exc:
+            raise BusUnavailable(f"broker refused {kind}: {exc}") from exc
+        return envelope
+
+    async def send_command(
+        self, command: CommandType, payload: Payload, correlation_id: str | None = None
+    ) -> Envelope[Any]:
+        return await self._publish(self._commands[command], command.value, payload, correlation_id)
+
+    async def emit_event(
+        self, event: EventType, payload: Payload, correlation_id: str | None = None
+    ) -> Envelope[Any]:
+        return await self._publish(self._events[event], event.value, payload, correlation_id)

@@ -1,0 +1,109 @@
+"""Exchanges, queues and bindings of a node (ARCHITECTURE §4), in one place.
+
+Every name carries the node's prefix, so two nodes (or two test runs) share one broker without
+seeing each other's messages. Work queues are durable quorum queues with a dead-letter exchange and
+an explicit delivery limit: RabbitMQ 3.10 has no default limit, so without one a poison message
+would be redelivered forever.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from faststream.rabbit import ExchangeType, QueueType, RabbitBroker, RabbitExchange, RabbitQueue
+
+from shared.bus.messages import CommandType
+
+EVENTS_EXCHANGE = "oicp.events"
+COMMANDS_EXCHANGE = "oicp.commands"
+DEAD_LETTER_EXCHANGE = "oicp.dead-letter"
+DEAD_LETTER_QUEUE = "oicp.dead-letters"
+
+# Which service consumes which command. One queue per command: a poison message of one kind never
+# blocks another, and each queue documents one payload type in the AsyncAPI file.
+COMMAND_CONSUMERS: dict[CommandType, str] = {
+    CommandType.CPO_EVSE_STATUS_SET: "evse_push",
+    CommandType.EMP_EVSE_STATUS_INGEST: "evse_push",
+    CommandType.EMP_EVSE_DATA_INGEST: "evse_push",
+}
+
+# Command families reserved for the services whose logic arrives with later issues. Their queues exist
+# (so nothing published under these keys is lost) and their workers reject what they cannot do yet.
+RESERVED_COMMAND_PATTERNS: dict[str, tuple[str, ...]] = {
+    "authorization": ("cpo.authorize.#", "emp.token.#"),
+    "sessions": ("emp.remote_start.#", "emp.remote_stop.#", "emp.reservation.#", "cpo.session.#"),
+    "cdr": ("cpo.cdr.#", "emp.cdr.#"),
+}
+
+
+@dataclass(frozen=True)
+class Topology:
+    prefix: str = ""
+    delivery_limit: int = 5
+    events: RabbitExchange = field(init=False)
+    commands: RabbitExchange = field(init=False)
+    dead_letter: RabbitExchange = field(init=False)
+
+    def __post_init__(self) -> None:
+        def exchange(name: str) -> RabbitExchange:
+            return RabbitExchange(self.prefix + name, type=ExchangeType.TOPIC, durable=True)
+
+        object.__setattr__(self, "events", exchange(EVENTS_EXCHANGE))
+        object.__setattr__(self, "commands", exchange(COMMANDS_EXCHANGE))
+        object.__setattr__(self, "dead_letter", exchange(DEAD_LETTER_EXCHANGE))
+
+    def work_queue(self, name: str, routing_key: str) -> RabbitQueue:
+        return RabbitQueue(
+            self.prefix + name,
+            queue_type=QueueType.QUORUM,
+            durable=True,
+            routing_key=routing_key,
+            arguments={
+                "x-dead-letter-exchange": self.dead_letter.name,
+                "x-delivery-limit": self.delivery_limit,
+            },
+        )
+
+    def command_queue(self, command: CommandType) -> RabbitQueue:
+        service = COMMAND_CONSUMERS[command]
+        return self.work_queue(f"{service}.{command.value}", command.value)
+
+    def reserved_queue(self, service: str) -> RabbitQueue:
+        return self.work_queue(f"{service}.commands", RESERVED_COMMAND_PATTERNS[service][0])
+
+    @property
+    def dead_letters(self) -> RabbitQueue:
+        # The dead-letter queue itself has no DLX: a message that dies there stays there.
+        return RabbitQueue(
+            self.prefix + DEAD_LETTER_QUEUE, queue_type=QueueType.QUORUM, durable=True, routing_key="#"
+        )
+
+    def queue_names(self) -> list[str]:
+        names = [self.command_queue(c).name for c in COMMAND_CONSUMERS]
+        names += [self.reserved_queue(s).name for s in RESERVED_COMMAND_PATTERNS]
+        names.append(self.dead_letters.name)
+        return names
+
+    def exchange_names(self) -> list[str]:
+        return [self.events.name, self.commands.name, self.dead_letter.name]
+
+
+async def declare_topology(broker: RabbitBroker, topology: Topology) -> None:
+    """Declare every exchange, queue and binding of the node; idempotent, run by every service.
+
+    Declaring all of it everywhere means a publisher never hits an undeclared exchange or an
+    unbound queue, whichever service starts first.
+    """
+    for exchange in (topology.events, topology.commands, topology.dead_letter):
+        await broker.declare_exchange(exchange)
+    commands = await broker.declare_exchange(topology.commands)
+    dead_letter = await broker.declare_exchange(topology.dead_letter)
+    dlq = await broker.declare_queue(topology.dead_letters)
+    await dlq.bind(dead_letter, routing_key="#")
+    for command in COMMAND_CONSUMERS:
+        queue = await broker.declare_queue(topology.command_queue(command))
+        await queue.bind(commands, routing_key=command.value)
+    for service, patterns in RESERVED_COMMAND_PATTERNS.items():
+        queue = await broker.declare_queue(topology.reserved_queue(service))
+        for pattern in patterns:
+            await queue.bind(commands, routing_key=pattern)

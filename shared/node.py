@@ -1,0 +1,100 @@
+"""Run whole nodes: the gateway and every worker of each node as separate processes.
+
+``python -m shared.node deploy/config/demo-cpo.yaml deploy/config/demo-emp.yaml`` is what ``make run``
+does; the end-to-end tests start nodes the same way. Output of every process goes to this console,
+each line already tagged ``node/service`` by the services' log format. Ctrl-C (or SIGTERM) stops
+every process gracefully; a process that dies is restarted, except on a configuration error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from shared.settings import CONFIG_ENV, ConfigError, load_settings
+
+SERVICES = ("gateway", "evse_push", "authorization", "sessions", "cdr")
+CONFIG_ERROR_EXIT = 2
+
+
+@dataclass
+class Child:
+    node: str
+    service: str
+    config: Path
+    process: subprocess.Popen[bytes] | None = None
+    restarts: list[float] = field(default_factory=list)
+
+    def start(self) -> None:
+        env = dict(os.environ, **{CONFIG_ENV: str(self.config)})
+        self.process = subprocess.Popen([sys.executable, "-m", f"services.{self.service}"], env=env)
+
+
+def run(configs: list[Path]) -> int:
+    children: list[Child] = []
+    for config in configs:
+        try:
+            settings = load_settings(config)
+        except ConfigError as exc:
+            print(exc, file=sys.stderr)
+            return CONFIG_ERROR_EXIT
+        children += [Child(settings.name, service, config) for service in SERVICES]
+        print(f"node {settings.name}: OICP on http://{settings.oicp.host}:{settings.oicp.port}, internal API on "
+              f"http://{settings.internal.host}:{settings.internal.port}", flush=True)
+
+    stopping = False
+
+    def stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    for child in children:
+        child.start()
+    exit_code = 0
+    while not stopping:
+        time.sleep(0.2)
+        for child in children:
+            assert child.process is not None
+            code = child.process.poll()
+            if code is None or stopping:
+                continue
+            if code == CONFIG_ERROR_EXIT:
+                print(f"{child.node}/{child.service} refused its configuration; stopping", file=sys.stderr)
+                stopping, exit_code = True, CONFIG_ERROR_EXIT
+                break
+            now = time.monotonic()
+            child.restarts = [t for t in child.restarts if now - t < 60] + [now]
+            print(f"{child.node}/{child.service} exited with {code}; restarting", file=sys.stderr, flush=True)
+            time.sleep(min(5.0, 0.5 * len(child.restarts)))
+            child.start()
+    for child in children:
+        if child.process and child.process.poll() is None:
+            child.process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 15
+    for child in children:
+        if child.process is None:
+            continue
+        try:
+            child.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.process.kill()
+    print("all processes stopped", flush=True)
+    return exit_code
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Run oicp-p2p nodes (every service as a process).")
+    parser.add_argument("configs", nargs="+", type=Path, help="node configuration files (YAML)")
+    sys.exit(run(parser.parse_args().configs))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""The peer registry: peers from the config file plus peers registered through the internal API.
+
+API-registered peers live in Redis (one hash, field ``<role>:<ID>``) so every service and replica
+sees them; config peers cannot be changed through the API (the file is their source of truth).
+Inbound bearer tokens of API peers are stored only as SHA-256 digests.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+
+import orjson
+import redis.asyncio as aioredis
+
+from shared.settings import PeerConfig, Role, token_digest
+from shared.stores.redis import KeySpace
+
+
+class PeerConflict(Exception):
+    """The peer exists already, or is defined in the configuration file."""
+
+
+class PeerRegistry:
+    def __init__(
+        self, redis: aioredis.Redis, keys: KeySpace, configured: list[PeerConfig], cache_seconds: float = 1.0
+    ) -> None:
+        self._redis = redis
+        self._hash = keys.key("peers")
+        self._configured = {self._field(p): p for p in configured}
+        self._cache_seconds = cache_seconds
+        self._cache: tuple[float, list[PeerConfig]] | None = None
+
+    @staticmethod
+    def _field(peer: PeerConfig) -> str:
+        return f"{peer.role.value}:{peer.key}"
+
+    async def all(self, fresh: bool = False) -> list[PeerConfig]:
+        now = time.monotonic()
+        if not fresh and self._cache and now - self._cache[0] < self._cache_seconds:
+            return self._cache[1]
+        raw = await self._redis.hgetall(self._hash)
+        dynamic = [PeerConfig.model_validate_json(v) for v in raw.values()]
+        peers = [*self._configured.values(), *dynamic]
+        self._cache = (now, peers)
+        return peers
+
+    async def enabled(self, role: Role | None = None) -> list[PeerConfig]:
+        return [p for p in await self.all() if p.enabled and (role is None or p.role is role)]
+
+    async def get(self, role: Role, peer_key: str) -> PeerConfig | None:
+        for peer in await self.all():
+            if peer.role is role and peer.key == peer_key:
+                return peer
+        return None
+
+    async def by_token(self, token: str) -> PeerConfig | None:
+        """The enabled peer whose inbound token this is (constant-time comparison of digests)."""
+        digest = token_digest(token)
+        for peer in await self.all():
+            expected = peer.token_sha256
+            if peer.enabled and expected and hmac.compare_digest(expected, digest):
+                return peer
+        return None
+
+    async def add(self, peer: PeerConfig) -> PeerConfig:
+        field = self._field(peer)
+        if field in self._configured:
+            raise PeerConflict(f"peer {peer.id} ({peer.role.value}) is defined in the configuration file")
+        # Never keep the clear inbound token: only its digest is needed to recognise the caller.
+        stored = PeerConfig.model_validate(peer.storage_dict())
+        if not await self._redis.hsetnx(self._hash, field, orjson.dumps(peer.storage_dict())):
+            raise PeerConflict(f"peer {peer.id} ({peer.role.value}) is registered already")
+        self._cache = None
+        return stored
+
+    async def remove(self, role: Role, peer_key: str) -> bool:
+        field = f"{role.value}:{peer_key}"
+        if field in self._configured:
+            raise PeerConflict(f"peer {peer_key} ({role.value}) is defined in the configuration file")
+        self._cache = None
+        return bool(await self._redis.hdel(self._hash, field))

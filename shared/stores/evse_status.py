@@ -1,0 +1,163 @@
+"""EVSE status read model in Redis.
+
+One hash per operator (``…:evse-status:<OPERATOR>``, field EvseID, value JSON), so a pull by
+EvseID or by OperatorID reads only the hashes it needs and never scans the key space. Two scopes:
+``own`` (a CPO node's own EVSEs, the source of truth for pulls and pushes) and ``roaming`` (what CPO
+peers pushed to an EMP node).
+
+Changing a status and queueing it for every push peer is one Lua script, so a crash can never leave
+a change stored but not queued (or the reverse).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+
+from shared.oicp.ids import normalize_id, operator_id_of_evse
+from shared.stores.redis import KeySpace
+
+# KEYS[1] status hash, KEYS[2] operator directory, KEYS[3..] pending hashes of the push peers.
+# ARGV[1] operator norm, ARGV[2] operator display id, then triples (evse, status, pending value).
+# Returns a flat list of (evse, previous status or "") for the records whose status changed.
+_SET_STATUSES = """
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+local changed = {}
+for i = 3, #ARGV, 3 do
+  local evse, value, pending = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local old = redis.call('HGET', KEYS[1], evse)
+  local old_status = ''
+  if old then old_status = cjson.decode(old)['s'] end
+  local new_status = cjson.decode(value)['s']
+  if old_status ~= new_status then
+    redis.call('HSET', KEYS[1], evse, value)
+    for k = 3, #KEYS do redis.call('HSET', KEYS[k], evse, pending) end
+    table.insert(changed, evse)
+    table.insert(changed, old_status)
+  end
+end
+return changed
+"""
+
+
+@dataclass(frozen=True)
+class StatusChange:
+    evse_id: str
+    operator_id: str
+    status: str
+    previous_status: str | None
+
+
+@dataclass(frozen=True)
+class StoredStatus:
+    evse_id: str
+    status: str
+    changed_at: str
+
+
+class EvseStatusStore:
+    def __init__(self, redis: aioredis.Redis, keys: KeySpace, scope: str) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._scope = scope
+        self._set_script = redis.register_script(_SET_STATUSES)
+
+    def _hash(self, operator_norm: str) -> str:
+        return self._keys.key(self._scope, "evse-status", operator_norm)
+
+    @property
+    def _directory(self) -> str:
+        return self._keys.key(self._scope, "evse-status-operators")
+
+    async def set_statuses(
+        self,
+        operator_id: str,
+        records: list[tuple[str, str]],
+        changed_at: datetime,
+        pending_keys: list[str] = (),  # type: ignore[assignment]
+    ) -> list[StatusChange]:
+        """Store (EvseID, status) pairs of one operator; queue changes in ``pending_keys``.
+
+        Returns only the records whose status actually changed.
+        """
+        by_operator: dict[str, list[tuple[str, str]]] = {}
+        for evse_id, status in records:
+            by_operator.setdefault(operator_id_of_evse(evse_id), []).append((evse_id, status))
+        at = changed_at.isoformat()
+        changes: list[StatusChange] = []
+        for operator_norm, group in by_operator.items():
+            display = operator_id if normalize_id(operator_id) == operator_norm else operator_norm
+            argv: list[Any] = [operator_norm, display]
+            for evse_id, status in group:
+                value = orjson.dumps({"s": status, "t": at})
+                pending = orjson.dumps({"o": display, "s": status, "t": at})
+                argv += [evse_id, value, pending]
+            flat = await self._set_script(keys=[self._hash(operator_norm), self._directory, *pending_keys], args=argv)
+            statuses = dict(group)
+            for i in range(0, len(flat), 2):
+                evse_id = flat[i].decode()
+                previous = flat[i + 1].decode() or None
+                changes.append(StatusChange(evse_id, display, statuses[evse_id], previous))
+        return changes
+
+    async def replace_operator(self, operator_id: str, records: list[tuple[str, str]], changed_at: datetime) -> None:
+        """fullLoad: the given records become the operator's complete set."""
+        operator_norm = normalize_id(operator_id)
+        at = changed_at.isoformat()
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.delete(self._hash(operator_norm))
+            pipe.hset(self._directory, operator_norm, operator_id)
+            if records:
+                pipe.hset(
+                    self._hash(operator_norm),
+                    mapping={evse: orjson.dumps({"s": status, "t": at}) for evse, status in records},
+                )
+            await pipe.execute()
+        # Records of sub-operators (EvseIDs with another prefix) live in their own hashes.
+        foreign = [r for r in records if operator_id_of_evse(r[0]) != operator_norm]
+        if foreign:
+            await self.set_statuses(operator_id, foreign, changed_at)
+
+    async def delete(self, evse_ids: list[str]) -> None:
+        async with self._redis.pipeline(transaction=True) as pipe:
+            for evse_id in evse_ids:
+                pipe.hdel(self._hash(operator_id_of_evse(evse_id)), evse_id)
+            await pipe.execute()
+
+    async def get_many(self, evse_ids: list[str]) -> dict[str, StoredStatus | None]:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for evse_id in evse_ids:
+                pipe.hget(self._hash(operator_id_of_evse(evse_id)), evse_id)
+            raw = await pipe.execute()
+        return {evse_id: _decode(evse_id, value) for evse_id, value in zip(evse_ids, raw, strict=True)}
+
+    async def operators(self) -> dict[str, str]:
+        """Operator norm → OperatorID as the operator spells it."""
+        raw = await self._redis.hgetall(self._directory)
+        return {k.decode(): v.decode() for k, v in raw.items()}
+
+    async def by_operator(self, operator_ids: list[str] | None = None) -> dict[str, list[StoredStatus]]:
+        """OperatorID → its status records; all operators when ``operator_ids`` is None."""
+        directory = await self.operators()
+        wanted = directory if operator_ids is None else {
+            normalize_id(o): directory.get(normalize_id(o), o) for o in operator_ids
+        }
+        result: dict[str, list[StoredStatus]] = {}
+        for operator_norm, display in wanted.items():
+            raw = await self._redis.hgetall(self._hash(operator_norm))
+            if raw or operator_ids is not None:
+                result[display] = [
+                    s for k, v in sorted(raw.items()) if (s := _decode(k.decode(), v)) is not None
+                ]
+        return result
+
+
+def _decode(evse_id: str, raw: bytes | None) -> StoredStatus | None:
+    if raw is None:
+        return None
+    value = orjson.loads(raw)
+    return StoredStatus(evse_id=evse_id, status=value["s"], changed_at=value["t"])
