@@ -45,8 +45,11 @@ def run(configs: list[Path]) -> int:
             print(exc, file=sys.stderr)
             return CONFIG_ERROR_EXIT
         children += [Child(settings.name, service, config) for service in SERVICES]
-        print(f"node {settings.name}: OICP on http://{settings.oicp.host}:{settings.oicp.port}, internal API on "
-              f"http://{settings.internal.host}:{settings.internal.port}", flush=True)
+        print(
+            f"node {settings.name}: OICP on http://{settings.oicp.host}:{settings.oicp.port}, internal API on "
+            f"http://{settings.internal.host}:{settings.internal.port}",
+            flush=True,
+        )
 
     stopping = False
 

@@ -133,7 +133,9 @@ class StatusLane:
         retry_after = None
         try:
             answer = await manager.client.call(self.peer, path, request, Acknowledgement)
-            error = None if answer.result else f"refused: {answer.status_code.code} {answer.status_code.description or ''}"
+            error = (
+                None if answer.result else f"refused: {answer.status_code.code} {answer.status_code.description or ''}"
+            )
             outcome = "success" if answer.result else "refused"
         except PeerCallError as exc:
             error, outcome, retry_after = str(exc), exc.kind, exc.retry_after

@@ -17,13 +17,13 @@ from services.evse_push.app import EvsePushDeps
 from shared.bus.envelope import Envelope
 from shared.bus.messages import (
     CommandType,
+    EventType,
     EvseDataIngest,
     EvseDataReceived,
     EvseStatusChanged,
     EvseStatusIngest,
     EvseStatusReceived,
     EvseStatusSet,
-    EventType,
 )
 from shared.bus.middleware import PoisonMessage
 from shared.settings import PushOperation, Role
@@ -68,9 +68,7 @@ async def set_own_status(
     return changes
 
 
-async def ingest_status(
-    deps: EvsePushDeps, envelope: Envelope[EvseStatusIngest], correlation_id: str | None
-) -> None:
+async def ingest_status(deps: EvsePushDeps, envelope: Envelope[EvseStatusIngest], correlation_id: str | None) -> None:
     """EMP role: a CPO peer's PushEvseStatus, already validated and ID-checked by the gateway."""
     request = envelope.data.request
     operator = request.operator_evse_status
@@ -121,20 +119,32 @@ def register_handlers(deps: EvsePushDeps) -> None:
     # Transient failures (Redis down) requeue the message; the queue's delivery limit bounds retries.
     ack = AckPolicy.NACK_ON_ERROR
 
-    @broker.subscriber(topology.command_queue(CommandType.CPO_EVSE_STATUS_SET), topology.commands,
-                       ack_policy=ack, title="command cpo.evse.status.set")
+    @broker.subscriber(
+        topology.command_queue(CommandType.CPO_EVSE_STATUS_SET),
+        topology.commands,
+        ack_policy=ack,
+        title="command cpo.evse.status.set",
+    )
     async def on_status_set(envelope: Envelope[EvseStatusSet], message: RabbitMessage) -> None:
         """Set the status of the node's own EVSEs; fans out to every EMP peer that takes pushes."""
         await set_own_status(deps, envelope, bool(message.raw_message.redelivered), message.correlation_id)
 
-    @broker.subscriber(topology.command_queue(CommandType.EMP_EVSE_STATUS_INGEST), topology.commands,
-                       ack_policy=ack, title="command emp.evse.status.ingest")
+    @broker.subscriber(
+        topology.command_queue(CommandType.EMP_EVSE_STATUS_INGEST),
+        topology.commands,
+        ack_policy=ack,
+        title="command emp.evse.status.ingest",
+    )
     async def on_status_ingest(envelope: Envelope[EvseStatusIngest], message: RabbitMessage) -> None:
         """Store a PushEvseStatus accepted from a CPO peer and publish evse.status.received."""
         await ingest_status(deps, envelope, message.correlation_id)
 
-    @broker.subscriber(topology.command_queue(CommandType.EMP_EVSE_DATA_INGEST), topology.commands,
-                       ack_policy=ack, title="command emp.evse.data.ingest")
+    @broker.subscriber(
+        topology.command_queue(CommandType.EMP_EVSE_DATA_INGEST),
+        topology.commands,
+        ack_policy=ack,
+        title="command emp.evse.data.ingest",
+    )
     async def on_data_ingest(envelope: Envelope[EvseDataIngest], message: RabbitMessage) -> None:
         """Store a PushEvseData accepted from a CPO peer and publish evse.data.received."""
         await ingest_data(deps, envelope, message.correlation_id)

@@ -32,14 +32,24 @@ async def serve() -> None:
     await ctx.start()
 
     def server(app: object, host: str, port: int) -> uvicorn.Server:
-        config = uvicorn.Config(app, host=host, port=port, loop="uvloop", http="httptools", lifespan="off",
-                                log_config=None, access_log=False, timeout_graceful_shutdown=5)
+        config = uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            loop="uvloop",
+            http="httptools",
+            lifespan="off",
+            log_config=None,
+            access_log=False,
+            timeout_graceful_shutdown=5,
+        )
         return _Server(config)
 
     servers = [
         server(create_oicp_app(ctx), settings.oicp.host, settings.oicp.port),
         server(create_internal_app(ctx), settings.internal.host, settings.internal.port),
     ]
+
     def stop() -> None:
         for s in servers:
             s.should_exit = True

@@ -43,8 +43,13 @@ class GatewayContext:
     def build(cls, settings: NodeSettings) -> GatewayContext:
         topology = Topology(settings.rabbitmq.prefix, settings.rabbitmq.delivery_limit)
         broker = create_broker(settings, SERVICE)
-        bus = Bus(broker, topology, settings.name, commands=GATEWAY_COMMANDS,
-                  confirm_timeout=settings.oicp.publish_timeout_seconds)
+        bus = Bus(
+            broker,
+            topology,
+            settings.name,
+            commands=GATEWAY_COMMANDS,
+            confirm_timeout=settings.oicp.publish_timeout_seconds,
+        )
         redis = create_redis(settings.redis, f"{settings.name}-{SERVICE}")
         keys = KeySpace(settings.redis.key_prefix)
         return cls(

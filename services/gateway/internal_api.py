@@ -107,9 +107,7 @@ def create_internal_app(ctx: GatewayContext) -> Starlette:
             return problem(404, "no such peer")
         view = peer.public_view()
         if peer.role is Role.EMP:
-            view["delivery"] = [
-                (await ctx.delivery.state(peer.id, peer.key, op)).as_dict() for op in peer.push
-            ]
+            view["delivery"] = [(await ctx.delivery.state(peer.id, peer.key, op)).as_dict() for op in peer.push]
         return JSON(view)
 
     async def remove_peer(request: Request) -> Response:
@@ -148,17 +146,24 @@ def create_internal_app(ctx: GatewayContext) -> Starlette:
     async def evse_status(request: Request) -> Response:
         evse_id = request.path_params["evse_id"]
         try:
-            own, roaming = (await ctx.own_status.get_many([evse_id]))[evse_id], (
-                await ctx.roaming_status.get_many([evse_id])
-            )[evse_id]
+            own, roaming = (
+                (await ctx.own_status.get_many([evse_id]))[evse_id],
+                (await ctx.roaming_status.get_many([evse_id]))[evse_id],
+            )
         except ValueError as exc:
             return problem(422, str(exc))
         if own is None and roaming is None:
             return problem(404, f"no status known for {evse_id}")
         stored = own or roaming
         assert stored is not None
-        return JSON({"EvseID": evse_id, "EvseStatus": stored.status, "changed_at": stored.changed_at,
-                     "source": "own" if own else "roaming"})
+        return JSON(
+            {
+                "EvseID": evse_id,
+                "EvseStatus": stored.status,
+                "changed_at": stored.changed_at,
+                "source": "own" if own else "roaming",
+            }
+        )
 
     async def delivery_state(request: Request) -> Response:
         lanes = []

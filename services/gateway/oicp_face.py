@@ -80,8 +80,12 @@ async def read_json_body(request: Request, max_bytes: int) -> dict[str, object]:
     """The body as a JSON object, or a Refusal with the HTTP status that says why it is not OICP."""
     content_type = request.headers.get("content-type", "")
     if content_type.split(";")[0].strip().lower() != "application/json":
-        raise Refusal(StatusCodeValue.DATA_ERROR, f"Content-Type must be application/json, got {content_type!r}",
-                      "content_type", 415)
+        raise Refusal(
+            StatusCodeValue.DATA_ERROR,
+            f"Content-Type must be application/json, got {content_type!r}",
+            "content_type",
+            415,
+        )
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > max_bytes:
         raise Refusal(StatusCodeValue.DATA_ERROR, f"body larger than {max_bytes} bytes", "too_large", 413)
@@ -112,9 +116,11 @@ def check_ids(operation: Operation, caller: PeerConfig, path_id: str | None, bod
     A default-route peer (the hub) relays other partners' IDs and is exempt from the body checks.
     """
     if path_id is not None and not _same_id(path_id, caller.id):
-        raise Refusal(StatusCodeValue.UNAUTHORIZED_ACCESS,
-                      f"{operation.path_param} {path_id!r} in the path is not the caller's ID {caller.id}",
-                      "foreign_path_id")
+        raise Refusal(
+            StatusCodeValue.UNAUTHORIZED_ACCESS,
+            f"{operation.path_param} {path_id!r} in the path is not the caller's ID {caller.id}",
+            "foreign_path_id",
+        )
     if caller.default_route:
         return
     own_field = "operator_id" if caller.role is Role.CPO else "provider_id"
@@ -124,12 +130,18 @@ def check_ids(operation: Operation, caller: PeerConfig, path_id: str | None, bod
         body_id = nested.operator_id
     if isinstance(body_id, str) and not _same_id(body_id, caller.id):
         field = "OperatorID" if caller.role is Role.CPO else "ProviderID"
-        raise Refusal(StatusCodeValue.UNAUTHORIZED_ACCESS, f"{field} {body_id!r} is not the caller's ID {caller.id}",
-                      "foreign_body_id")
+        raise Refusal(
+            StatusCodeValue.UNAUTHORIZED_ACCESS,
+            f"{field} {body_id!r} is not the caller's ID {caller.id}",
+            "foreign_body_id",
+        )
     for evse_id in evse_ids_of(body):
         if not evse_belongs_to(evse_id, caller.id):
-            raise Refusal(StatusCodeValue.INCONSISTENT_EVSE_ID,
-                          f"EvseID {evse_id!r} does not belong to operator {caller.id}", "foreign_evse_id")
+            raise Refusal(
+                StatusCodeValue.INCONSISTENT_EVSE_ID,
+                f"EvseID {evse_id!r} does not belong to operator {caller.id}",
+                "foreign_evse_id",
+            )
 
 
 def evse_ids_of(body: OICPModel) -> list[str]:
@@ -155,13 +167,17 @@ def make_endpoint(ctx: GatewayContext, operation: Operation) -> Callable[[Reques
             token = _bearer_token(request)
             caller = await ctx.registry.by_token(token) if token else None
             if caller is None:
-                raise Refusal(StatusCodeValue.UNAUTHORIZED_ACCESS, "unknown caller: no valid bearer token",
-                              "unknown_caller")
+                raise Refusal(
+                    StatusCodeValue.UNAUTHORIZED_ACCESS, "unknown caller: no valid bearer token", "unknown_caller"
+                )
             peer_label = caller.id
             if caller.role is not CALLER_ROLE[operation.face]:
-                raise Refusal(StatusCodeValue.UNAUTHORIZED_ACCESS,
-                              f"{operation.name} is called by {CALLER_ROLE[operation.face].value.upper()} peers; "
-                              f"{caller.id} is registered as a {caller.role.value.upper()} peer", "wrong_role")
+                raise Refusal(
+                    StatusCodeValue.UNAUTHORIZED_ACCESS,
+                    f"{operation.name} is called by {CALLER_ROLE[operation.face].value.upper()} peers; "
+                    f"{caller.id} is registered as a {caller.role.value.upper()} peer",
+                    "wrong_role",
+                )
             data = await read_json_body(request, max_bytes)
             try:
                 body = operation.request(data)
@@ -194,8 +210,11 @@ def make_endpoint(ctx: GatewayContext, operation: Operation) -> Callable[[Reques
 async def not_found(request: Request, exc: Exception) -> Response:
     status = getattr(exc, "status_code", 404)
     OICP_REQUESTS_REJECTED.labels("no_such_path" if status == 404 else "method").inc()
-    info = (f"no OICP operation at {request.url.path} on this node" if status == 404
-            else "OICP operations are POST requests")
+    info = (
+        f"no OICP operation at {request.url.path} on this node"
+        if status == 404
+        else "OICP operations are POST requests"
+    )
     return OICPResponse(Acknowledgement.error(StatusCodeValue.DATA_ERROR, info), status_code=status)
 
 

@@ -1,5 +1,6 @@
-"""The sessions service. Until its logic lands (session ledger, remote start/stop, reservations, notifications: issue #4) it consumes its command queue and
-rejects every command to the dead-letter queue with a command.rejected event."""
+"""The sessions service. Until its logic lands (session ledger, remote start/stop, reservations,
+notifications: issue #4) it consumes its command queue and rejects every command to the
+dead-letter queue with a command.rejected event."""
 
 from __future__ import annotations
 
@@ -12,4 +13,6 @@ SERVICE = "sessions"
 
 
 def create_app(settings: NodeSettings) -> FastStream:
-    return create_reserved_worker(settings, SERVICE, "session ledger, remote start/stop, reservations, notifications: issue #4")
+    return create_reserved_worker(
+        settings, SERVICE, "session ledger, remote start/stop, reservations, notifications: issue #4"
+    )

@@ -105,7 +105,5 @@ class Bus:
     ) -> Envelope[Any]:
         return await self._publish(self._commands[command], command.value, payload, correlation_id)
 
-    async def emit_event(
-        self, event: EventType, payload: Payload, correlation_id: str | None = None
-    ) -> Envelope[Any]:
+    async def emit_event(self, event: EventType, payload: Payload, correlation_id: str | None = None) -> Envelope[Any]:
         return await self._publish(self._events[event], event.value, payload, correlation_id)

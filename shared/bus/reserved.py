@@ -26,8 +26,12 @@ def create_reserved_worker(settings: NodeSettings, service: str, planned: str) -
     bus = Bus(broker, topology, settings.name, events=(EventType.COMMAND_REJECTED,))
     broker.add_middleware(reject_poison(bus))
 
-    @broker.subscriber(topology.reserved_queue(service), topology.commands, ack_policy=AckPolicy.REJECT_ON_ERROR,
-                       title=f"commands for {service}")
+    @broker.subscriber(
+        topology.reserved_queue(service),
+        topology.commands,
+        ack_policy=AckPolicy.REJECT_ON_ERROR,
+        title=f"commands for {service}",
+    )
     async def not_available_yet(message: RabbitMessage) -> None:
         """Rejects every command to the dead-letter queue with command.rejected (not available yet)."""
         raise PoisonMessage(f"{service} cannot process {message.raw_message.routing_key} yet ({planned})")

@@ -74,9 +74,7 @@ class Topology:
     @property
     def dead_letters(self) -> RabbitQueue:
         # The dead-letter queue itself has no DLX: a message that dies there stays there.
-        return RabbitQueue(
-            self.prefix + DEAD_LETTER_QUEUE, queue_type=QueueType.QUORUM, durable=True, routing_key="#"
-        )
+        return RabbitQueue(self.prefix + DEAD_LETTER_QUEUE, queue_type=QueueType.QUORUM, durable=True, routing_key="#")
 
     def queue_names(self) -> list[str]:
         names = [self.command_queue(c).name for c in COMMAND_CONSUMERS]

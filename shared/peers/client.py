@@ -52,9 +52,7 @@ class PeerClient:
     async def close(self) -> None:
         await self.session.close()
 
-    async def call(
-        self, peer: PeerConfig, path: str, body: OICPModel, response_model: type[ResponseT]
-    ) -> ResponseT:
+    async def call(self, peer: PeerConfig, path: str, body: OICPModel, response_model: type[ResponseT]) -> ResponseT:
         """POST ``body`` to ``peer``'s base URL + ``path`` and parse the OICP answer."""
         url = str(peer.base_url).rstrip("/") + path
         headers = {"Content-Type": "application/json", "Accept": "application/json"}

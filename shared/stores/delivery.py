@@ -125,7 +125,9 @@ class DeliveryStore:
         return int(failures)
 
     async def state(self, peer_id: str, peer_key: str, operation: str) -> LaneState:
-        raw = {k.decode(): v.decode() for k, v in (await self._redis.hgetall(self._state_key(peer_key, operation))).items()}
+        raw = {
+            k.decode(): v.decode() for k, v in (await self._redis.hgetall(self._state_key(peer_key, operation))).items()
+        }
 
         def num(name: str) -> float | None:
             return float(raw[name]) if raw.get(name) else None

@@ -143,16 +143,16 @@ class EvseStatusStore:
     async def by_operator(self, operator_ids: list[str] | None = None) -> dict[str, list[StoredStatus]]:
         """OperatorID → its status records; all operators when ``operator_ids`` is None."""
         directory = await self.operators()
-        wanted = directory if operator_ids is None else {
-            normalize_id(o): directory.get(normalize_id(o), o) for o in operator_ids
-        }
+        wanted = (
+            directory
+            if operator_ids is None
+            else {normalize_id(o): directory.get(normalize_id(o), o) for o in operator_ids}
+        )
         result: dict[str, list[StoredStatus]] = {}
         for operator_norm, display in wanted.items():
             raw = await self._redis.hgetall(self._hash(operator_norm))
             if raw or operator_ids is not None:
-                result[display] = [
-                    s for k, v in sorted(raw.items()) if (s := _decode(k.decode(), v)) is not None
-                ]
+                result[display] = [s for k, v in sorted(raw.items()) if (s := _decode(k.decode(), v)) is not None]
         return result
 
 
