@@ -79,7 +79,7 @@ class EvsePushDeps:
         await declare_topology(self.broker, self.topology)
         self.client = PeerClient.create()
         self.delivery = DeliveryManager(
-            self.settings.delivery, self.delivery_store, self.registry, self.client, self.bus
+            self.settings.delivery, self.delivery_store, self.registry, self.client, self.bus, self.own_status
         )
         await self.delivery.start()
 

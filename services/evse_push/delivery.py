@@ -33,6 +33,7 @@ from shared.peers.client import PeerCallError, PeerClient
 from shared.peers.registry import PeerRegistry
 from shared.settings import DeliverySettings, PeerConfig, PushOperation, Role
 from shared.stores.delivery import DeliveryStore
+from shared.stores.evse_status import EvseStatusStore
 
 logger = logging.getLogger(__name__)
 
@@ -170,9 +171,11 @@ class DeliveryManager:
         registry: PeerRegistry,
         client: PeerClient,
         bus: Bus,
+        own_status: EvseStatusStore,
     ) -> None:
         self.settings = settings
         self.store = store
+        self.own_status = own_status
         self.registry = registry
         self.client = client
         self.bus = bus
@@ -216,6 +219,11 @@ class DeliveryManager:
                 del self.lanes[key]
         for key, peer in peers.items():
             if key not in self.lanes:
+                # A peer seen for the first time gets the current status of every EVSE, not only
+                # the changes from now on. The lane exists only after this registry read, so every
+                # later change is queued for it by the command handler (same registry, same cache).
+                if await self.store.seed(peer.key, STATUS_OPERATION, await self.own_status.as_pending()):
+                    logger.info("queued the current EVSE statuses for new peer %s", peer.id)
                 lane = StatusLane(self, peer)
                 self.lanes[key] = lane
                 lane.start()

@@ -17,9 +17,12 @@ from shared.bus.envelope import utc_now
 from shared.bus.messages import CommandType, EvseDataIngest, EvseStatusIngest
 from shared.oicp import (
     Acknowledgement,
+    EvseStatus,
     EvseStatusByIdResponse,
+    EvseStatusRecord,
     EvseStatusResponse,
     OICPModel,
+    OperatorEvseStatus,
     PullEvseStatusByIdRequest,
     PullEvseStatusByOperatorIdRequest,
     PullEvseStatusRequest,
@@ -66,16 +69,16 @@ async def push_evse_data(
     return Acknowledgement.ok()
 
 
-def _operator_statuses(grouped: dict[str, list[StoredStatus]], wanted_status: str | None) -> list[dict[str, Any]]:
+def _operator_statuses(grouped: dict[str, list[StoredStatus]], wanted: EvseStatus | None) -> list[OperatorEvseStatus]:
     return [
-        {
-            "OperatorID": operator_id,
-            "EvseStatusRecord": [
-                {"EvseID": s.evse_id, "EvseStatus": s.status}
+        OperatorEvseStatus(
+            operator_id=operator_id,
+            evse_status_record=[
+                EvseStatusRecord(evse_id=s.evse_id, evse_status=EvseStatus(s.status))
                 for s in records
-                if wanted_status is None or s.status == wanted_status
+                if wanted is None or s.status == wanted.value
             ],
-        }
+        )
         for operator_id, records in grouped.items()
     ]
 
@@ -88,34 +91,28 @@ async def pull_evse_status(
         return await pull_evse_status_by_id(ctx, operation, caller, body, request)
     if isinstance(body, PullEvseStatusByOperatorIdRequest):
         grouped = await ctx.own_status.by_operator(list(body.operator_id))
-        return _status_response(_operator_statuses(grouped, None))
+        return EvseStatusResponse.of(_operator_statuses(grouped, None))
     assert isinstance(body, PullEvseStatusRequest)
     if body.search_center is not None:
         # Radial search needs the EVSEs' coordinates, which arrive with the EVSE data read model.
         return Acknowledgement.error(
             StatusCodeValue.SERVICE_NOT_AVAILABLE, "SearchCenter: the radius filter is not available on this node yet"
         )
-    wanted = body.evse_status.value if body.evse_status is not None else None
     grouped = await ctx.own_status.by_operator()
-    return _status_response(_operator_statuses(grouped, wanted))
-
-
-def _status_response(operator_statuses: list[dict[str, Any]]) -> EvseStatusResponse:
-    return EvseStatusResponse.model_validate(
-        {"EvseStatuses": {"OperatorEvseStatus": operator_statuses}, "StatusCode": {"Code": "000"}}
-    )
+    return EvseStatusResponse.of(_operator_statuses(grouped, body.evse_status))
 
 
 async def pull_evse_status_by_id(
     ctx: GatewayContext, operation: Operation, caller: PeerConfig, body: PullEvseStatusByIdRequest, request: Request
 ) -> OICPModel:
     found = await ctx.own_status.get_many(list(body.evse_id))
-    records = [
-        {"EvseID": evse_id, "EvseStatus": stored.status if stored else "EvseNotFound"}
-        for evse_id, stored in found.items()
-    ]
-    return EvseStatusByIdResponse.model_validate(
-        {"EVSEStatusRecords": {"EvseStatusRecord": records}, "StatusCode": {"Code": "000"}}
+    return EvseStatusByIdResponse.of(
+        [
+            EvseStatusRecord(
+                evse_id=evse_id, evse_status=EvseStatus(stored.status) if stored else EvseStatus.EVSE_NOT_FOUND
+            )
+            for evse_id, stored in found.items()
+        ]
     )
 
 

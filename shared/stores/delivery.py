@@ -97,6 +97,19 @@ class DeliveryStore:
             args += [field, value]
         return int(await self._ack(keys=[self.pending_key(peer_key, operation)], args=args))
 
+    async def seed(self, peer_key: str, operation: str, records: dict[str, bytes]) -> bool:
+        """Queue a new peer's initial state once: fields already pending (newer) are kept.
+        Returns False if the peer had been seeded before."""
+        state = self._state_key(peer_key, operation)
+        if await self._redis.hexists(state, "seeded_at"):
+            return False
+        async with self._redis.pipeline(transaction=True) as pipe:
+            for field, value in records.items():
+                pipe.hsetnx(self.pending_key(peer_key, operation), field, value)
+            pipe.hset(state, "seeded_at", time.time())
+            await pipe.execute()
+        return True
+
     async def backlog(self, peer_key: str, operation: str) -> int:
         return int(await self._redis.hlen(self.pending_key(peer_key, operation)))
 

@@ -12,7 +12,7 @@ a change stored but not queued (or the reverse).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -24,16 +24,22 @@ from shared.stores.redis import KeySpace
 # KEYS[1] status hash, KEYS[2] operator directory, KEYS[3..] pending hashes of the push peers.
 # ARGV[1] operator norm, ARGV[2] operator display id, then triples (evse, status, pending value).
 # Returns a flat list of (evse, previous status or "") for the records whose status changed.
+# Times are UTC ISO 8601 with microseconds (fixed width), so they compare as strings.
 _SET_STATUSES = """
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 local changed = {}
 for i = 3, #ARGV, 3 do
   local evse, value, pending = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local old = redis.call('HGET', KEYS[1], evse)
-  local old_status = ''
-  if old then old_status = cjson.decode(old)['s'] end
-  local new_status = cjson.decode(value)['s']
-  if old_status ~= new_status then
+  local old_status, old_time = '', ''
+  if old then
+    local decoded = cjson.decode(old)
+    old_status, old_time = decoded['s'], decoded['t']
+  end
+  local new = cjson.decode(value)
+  -- Commands are consumed concurrently and may be redelivered: a change older than the stored
+  -- one is stale and ignored, so the latest status wins whatever the order of processing.
+  if old_status ~= new['s'] and new['t'] >= old_time then
     redis.call('HSET', KEYS[1], evse, value)
     for k = 3, #KEYS do redis.call('HSET', KEYS[k], evse, pending) end
     table.insert(changed, evse)
@@ -87,14 +93,14 @@ class EvseStatusStore:
         by_operator: dict[str, list[tuple[str, str]]] = {}
         for evse_id, status in records:
             by_operator.setdefault(operator_id_of_evse(evse_id), []).append((evse_id, status))
-        at = changed_at.isoformat()
+        at = _timestamp(changed_at)
         changes: list[StatusChange] = []
         for operator_norm, group in by_operator.items():
             display = operator_id if normalize_id(operator_id) == operator_norm else operator_norm
             argv: list[Any] = [operator_norm, display]
             for evse_id, status in group:
                 value = orjson.dumps({"s": status, "t": at})
-                pending = orjson.dumps({"o": display, "s": status, "t": at})
+                pending = orjson.dumps({"o": display, "s": status, "t": at})  # same shape as as_pending()
                 argv += [evse_id, value, pending]
             flat = await self._set_script(keys=[self._hash(operator_norm), self._directory, *pending_keys], args=argv)
             statuses = dict(group)
@@ -107,7 +113,7 @@ class EvseStatusStore:
     async def replace_operator(self, operator_id: str, records: list[tuple[str, str]], changed_at: datetime) -> None:
         """fullLoad: the given records become the operator's complete set."""
         operator_norm = normalize_id(operator_id)
-        at = changed_at.isoformat()
+        at = _timestamp(changed_at)
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.delete(self._hash(operator_norm))
             pipe.hset(self._directory, operator_norm, operator_id)
@@ -121,6 +127,14 @@ class EvseStatusStore:
         foreign = [r for r in records if operator_id_of_evse(r[0]) != operator_norm]
         if foreign:
             await self.set_statuses(operator_id, foreign, changed_at)
+
+    async def as_pending(self) -> dict[str, bytes]:
+        """Every stored status as an outbox entry (for a new peer's initial state)."""
+        entries: dict[str, bytes] = {}
+        for operator_id, records in (await self.by_operator()).items():
+            for r in records:
+                entries[r.evse_id] = orjson.dumps({"o": operator_id, "s": r.status, "t": r.changed_at})
+        return entries
 
     async def delete(self, evse_ids: list[str]) -> None:
         async with self._redis.pipeline(transaction=True) as pipe:
@@ -154,6 +168,10 @@ class EvseStatusStore:
             if raw or operator_ids is not None:
                 result[display] = [s for k, v in sorted(raw.items()) if (s := _decode(k.decode(), v)) is not None]
         return result
+
+
+def _timestamp(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
 
 
 def _decode(evse_id: str, raw: bytes | None) -> StoredStatus | None:
