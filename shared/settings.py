@@ -24,6 +24,7 @@ from pydantic import (
     SecretStr,
     StringConstraints,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -63,8 +64,8 @@ def token_digest(token: str) -> str:
 class PeerConfig(Strict):
     """A roaming partner: a CPO peer (we are its EMP) or an EMP peer (we are its CPO)."""
 
+    role: Role  # before id: the id's validator needs it
     id: str = Field(description="the peer's OperatorID (role cpo) or ProviderID (role emp)")
-    role: Role
     base_url: AnyHttpUrl = Field(description="the peer's OICP base URL, without /api/oicp")
     inbound_token: SecretStr | None = Field(
         default=None, description="bearer token the peer presents when it calls this node"
@@ -83,12 +84,19 @@ class PeerConfig(Strict):
     enabled: bool = True
     default_route: bool = Field(default=False, description="hub peer: route IDs without a direct peer here")
 
+    @field_validator("id")
+    @classmethod
+    def _check_id(cls, value: str, info: ValidationInfo) -> str:
+        role = info.data.get("role")
+        if role is not None:
+            pattern = OPERATOR_ID_PATTERN if role is Role.CPO else PROVIDER_ID_PATTERN
+            if not re.fullmatch(pattern, value):
+                kind = "OperatorID" if role is Role.CPO else "ProviderID"
+                raise ValueError(f"{value!r} is not a valid {kind} for a {role.value} peer")
+        return value
+
     @model_validator(mode="after")
-    def _check_id_and_push(self) -> PeerConfig:
-        pattern = OPERATOR_ID_PATTERN if self.role is Role.CPO else PROVIDER_ID_PATTERN
-        if not re.fullmatch(pattern, self.id):
-            kind = "OperatorID" if self.role is Role.CPO else "ProviderID"
-            raise ValueError(f"id {self.id!r} is not a valid {kind} for a {self.role.value} peer")
+    def _check_push(self) -> PeerConfig:
         if self.push and self.role is not Role.EMP:
             raise ValueError("push operations can only be configured for EMP peers")
         return self
@@ -188,6 +196,12 @@ class NodeSettings(BaseSettings):
             raise ValueError("a node needs at least one of operator_ids (CPO role) or provider_ids (EMP role)")
         if self.oicp.port == self.internal.port:
             raise ValueError("oicp.port and internal.port must differ")
+        own = {(Role.CPO, normalize_id(i)) for i in self.operator_ids} | {
+            (Role.EMP, normalize_id(i)) for i in self.provider_ids
+        }
+        for index, peer in enumerate(self.peers):
+            if (peer.role, peer.key) in own:
+                raise ValueError(f"peers.{index}.id: {peer.id} is this node's own ID, not a peer's")
         return self
 
     @property
