@@ -29,6 +29,7 @@ REPO = Path(__file__).resolve().parents[2]
 AMQP_URL = os.environ.get("OICP_P2P_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 REDIS_URL = os.environ.get("OICP_P2P_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 RUN_ID = f"t{uuid.uuid4().hex[:8]}"
+POLL_INTERVAL = 0.2  # seconds between two looks while waiting for a deadline
 
 
 def free_port() -> int:
@@ -119,7 +120,7 @@ class NodeProcesses:
                                 break
                     if time.monotonic() > deadline:
                         raise TimeoutError(f"{spec.name} not ready in {timeout}s:\n{self.log_tail()}")
-                    await asyncio.sleep(0.2)
+                    await asyncio.sleep(POLL_INTERVAL)
         # The workers start in parallel with the gateway: wait until every work queue has a consumer.
         await wait_for_consumers(self.specs, deadline)
 
@@ -149,7 +150,7 @@ async def wait_for_consumers(specs: list[NodeSpec], deadline: float) -> None:
                         break
                     if time.monotonic() > deadline:
                         raise TimeoutError(f"no consumer on {name}")
-                    await asyncio.sleep(0.2)
+                    await asyncio.sleep(POLL_INTERVAL)
     finally:
         await connection.close()
 
