@@ -308,9 +308,20 @@ class _Page(OICPModel):
             "number_of_elements": returned,
         }
 
+    @staticmethod
+    def _slice(records: Sequence[Any], page: int, size: int) -> list[Any]:
+        """Page ``page`` (0-based) of ``size`` records; a page past the end is empty."""
+        _check_page(page, size)
+        return list(records[page * size : (page + 1) * size])
+
 
 DEFAULT_PAGE_SIZE = 20
 MAX_CDR_PAGE_SIZE = 2000
+
+
+def _check_page(page: int, size: int) -> None:
+    if page < 0 or size < 1:
+        raise ValueError("page must be >= 0 and size >= 1")
 
 
 class ChargeDetailRecordsPage(_Page):
@@ -330,9 +341,7 @@ class ChargeDetailRecordsPage(_Page):
         status_code: StatusCode | None = None,
     ) -> Self:
         """Slice ``records`` (all matches, in order) into page ``page`` of ``size`` (0-based)."""
-        if page < 0 or size < 1:
-            raise ValueError("page must be >= 0 and size >= 1")
-        chunk = list(records[page * size : (page + 1) * size])
+        chunk = cls._slice(records, page, size)
         return cls(
             content=chunk,
             status_code=status_code or StatusCode.of(StatusCodeValue.SUCCESS),
@@ -408,9 +417,7 @@ class EvseDataResponse(_Page):
         status_code: StatusCode | None = None,
     ) -> Self:
         """Slice ``records`` (all matches, in order) into page ``page`` of ``size`` (0-based)."""
-        if page < 0 or size < 1:
-            raise ValueError("page must be >= 0 and size >= 1")
-        chunk = list(records[page * size : (page + 1) * size])
+        chunk = cls._slice(records, page, size)
         return cls(
             content=chunk,
             status_code=status_code or StatusCode.of(StatusCodeValue.SUCCESS),

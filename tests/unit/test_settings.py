@@ -82,6 +82,7 @@ def refused(tmp_path: Path, data: Any) -> str:
         ("demo-cpo.yaml", {Role.CPO}),
         ("demo-emp.yaml", {Role.EMP}),
         ("example.yaml", {Role.CPO, Role.EMP}),
+        ("compose-cpo.yaml", {Role.CPO}),
     ],
 )
 def test_shipped_configuration_loads(file: str, roles: set[Role]) -> None:
@@ -92,7 +93,12 @@ def test_shipped_configuration_loads(file: str, roles: set[Role]) -> None:
 
 
 def test_shipped_files_are_all_tested() -> None:
-    assert {p.name for p in CONFIG_DIR.glob("*.yaml")} == {"demo-cpo.yaml", "demo-emp.yaml", "example.yaml"}
+    assert {p.name for p in CONFIG_DIR.glob("*.yaml")} == {
+        "demo-cpo.yaml",
+        "demo-emp.yaml",
+        "example.yaml",
+        "compose-cpo.yaml",
+    }
 
 
 def test_demo_nodes_are_each_others_peers() -> None:
