@@ -31,6 +31,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from shared.oicp.ids import OPERATOR_ID_PATTERN, PROVIDER_ID_PATTERN, evse_belongs_to, normalize_id
+from shared.oicp.types import GeoCoordinatesResponseFormat
 
 CONFIG_ENV = "OICP_P2P_CONFIG"
 
@@ -61,6 +62,30 @@ def token_digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+MAX_PULL_PAGE_SIZE = 2000
+
+
+class PullSchedule(Strict):
+    """Scheduled pulls from a CPO peer that does not push (we are its EMP): PullEvseData (LastCall deltas,
+    paged) and PullEvseStatus (DIGEST §9.2, §9.3, §9.5)."""
+
+    evse_data_interval_seconds: float = Field(
+        default=86_400.0, ge=1, description="PullEvseData every so often (the spec recommends once a day)"
+    )
+    evse_status_interval_seconds: float = Field(
+        default=60.0, ge=1, description="PullEvseStatus every so often (the spec recommends 1 to 5 minutes)"
+    )
+    page_size: int = Field(
+        default=MAX_PULL_PAGE_SIZE, ge=1, le=MAX_PULL_PAGE_SIZE, description="records per PullEvseData page"
+    )
+    geo_format: GeoCoordinatesResponseFormat = Field(
+        default=GeoCoordinatesResponseFormat.DECIMAL_DEGREE, description="GeoCoordinatesResponseFormat asked for"
+    )
+    provider_id: ProviderIdStr | None = Field(
+        default=None, description="the ProviderID the peer knows this node by (default: the first provider_ids)"
+    )
+
+
 class PeerConfig(Strict):
     """A roaming partner: a CPO peer (we are its EMP) or an EMP peer (we are its CPO)."""
 
@@ -79,8 +104,14 @@ class PeerConfig(Strict):
     push: list[PushOperation] = Field(
         default_factory=list, description="operations this node pushes to the peer (EMP peers only)"
     )
-    batch_size: int = Field(default=500, ge=1, le=10_000)
+    batch_size: int = Field(default=500, ge=1, le=10_000, description="maximum records in one push request")
     timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    max_requests_per_second: float | None = Field(
+        default=None, gt=0, description="rate limit of this node's calls to the peer (per operation lane)"
+    )
+    pull: PullSchedule | None = Field(
+        default=None, description="scheduled PullEvseData/PullEvseStatus from the peer (CPO peers only)"
+    )
     enabled: bool = True
     default_route: bool = Field(default=False, description="hub peer: route IDs without a direct peer here")
 
@@ -99,6 +130,8 @@ class PeerConfig(Strict):
     def _check_push(self) -> PeerConfig:
         if self.push and self.role is not Role.EMP:
             raise ValueError("push operations can only be configured for EMP peers")
+        if self.pull is not None and self.role is not Role.CPO:
+            raise ValueError("pull can only be configured for CPO peers (this node pulls their EVSE data)")
         return self
 
     @property
@@ -136,6 +169,9 @@ class HttpListen(Strict):
 class OicpApiSettings(HttpListen):
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, description="larger bodies get HTTP 413")
     publish_timeout_seconds: float = Field(default=5.0, gt=0, description="wait for the broker's confirm")
+    request_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=60, description="wait for a worker's reply to a push that needs a synchronous answer"
+    )
 
 
 class InternalApiSettings(HttpListen):
@@ -162,6 +198,9 @@ class DeliverySettings(Strict):
     backoff_initial_seconds: float = Field(default=0.5, gt=0)
     backoff_max_seconds: float = Field(default=60.0, gt=0)
     lease_seconds: float = Field(default=15.0, ge=1)
+    resync_after_seconds: float = Field(
+        default=900.0, gt=0, description="a peer failing for longer than this is resynced with a fullLoad"
+    )
 
 
 class NodeSettings(BaseSettings):
@@ -202,6 +241,12 @@ class NodeSettings(BaseSettings):
         for index, peer in enumerate(self.peers):
             if (peer.role, peer.key) in own:
                 raise ValueError(f"peers.{index}.id: {peer.id} is this node's own ID, not a peer's")
+            if peer.pull is not None:
+                # A pull names this node's ProviderID in its path and body: it needs the EMP role.
+                if not self.provider_ids:
+                    raise ValueError(f"peers.{index}.pull: pulling needs provider_ids (the EMP role)")
+                if peer.pull.provider_id is not None and (Role.EMP, normalize_id(peer.pull.provider_id)) not in own:
+                    raise ValueError(f"peers.{index}.pull.provider_id: {peer.pull.provider_id} is not in provider_ids")
         return self
 
     @property

@@ -1,10 +1,18 @@
-"""Delivery lanes: EVSE status fan-out to every EMP peer that takes pushes (ARCHITECTURE §5).
+"""Delivery lanes: the fan-out of the node's own EVSE data, status and pricing to every EMP peer that
+takes pushes (ARCHITECTURE §5).
 
-* one lane (an asyncio task) per peer, so a slow or dead peer never delays another;
-* strictly sequential per (peer, operation): a lane sends one request at a time, and a Redis lease
-  makes one replica the sender of a (peer, operation) when several ``evse_push`` replicas run;
-* latest status wins: the outbox is a hash per (peer, operation) keyed by EvseID, sent in batches;
-* exponential backoff with jitter, honouring HTTP 429 / ``Retry-After``.
+* one lane (an asyncio task) per (peer, operation): a slow or dead peer never delays another;
+* strictly sequential per (peer, operation): a lane sends one request at a time and waits for the
+  answer, and a Redis lease makes one replica the sender of a (peer, operation) when several
+  ``evse_push`` replicas run;
+* latest wins: the outbox coalesces per record key and the lane reads the record's current state
+  when it sends, in batches of at most the peer's ``batch_size`` records;
+* ActionTypes from what the peer holds (the ``known`` set): ``insert`` for a record it does not
+  hold, ``update`` for one it does, ``delete`` for one it holds that is gone;
+* a ``fullLoad`` resync when the peer is new, was failing longer than ``resync_after_seconds``,
+  was disabled, or refused a push with ``009`` (it lost data): the first request of an operator is a
+  ``fullLoad`` and further chunks of ``batch_size`` records are ``insert``s;
+* exponential backoff with jitter, honouring HTTP 429 / ``Retry-After``; a per-peer rate limit.
 """
 
 from __future__ import annotations
@@ -18,7 +26,9 @@ import uuid
 from datetime import datetime
 
 import orjson
+import redis.asyncio as aioredis
 
+from services.evse_push.sources import Item, PushSource
 from shared.bus.client import Bus, BusUnavailable
 from shared.bus.messages import EventType, PeerDelivery
 from shared.metrics import (
@@ -27,17 +37,13 @@ from shared.metrics import (
     PEER_DELIVERY_DURATION,
     PEER_DELIVERY_REQUESTS,
 )
-from shared.oicp import Acknowledgement, PushEvseStatusRequest
-from shared.oicp.operations import OPERATIONS_BY_NAME
+from shared.oicp import Acknowledgement, OICPModel, StatusCodeValue
 from shared.peers.client import PeerCallError, PeerClient
 from shared.peers.registry import PeerRegistry
-from shared.settings import DeliverySettings, PeerConfig, PushOperation, Role
+from shared.settings import DeliverySettings, NodeSettings, PeerConfig, PushOperation, Role
 from shared.stores.delivery import DeliveryStore
-from shared.stores.evse_status import EvseStatusStore
 
 logger = logging.getLogger(__name__)
-
-STATUS_OPERATION = PushOperation.PUSH_EVSE_STATUS
 
 
 def backoff_delay(failures: int, settings: DeliverySettings, retry_after: float | None = None) -> float:
@@ -49,18 +55,40 @@ def backoff_delay(failures: int, settings: DeliverySettings, retry_after: float 
     return delay
 
 
-class StatusLane:
-    """Sends the pending status changes of one peer, one request at a time."""
+class LaneFailed(Exception):
+    """A request of the lane failed; the lane backs off (already recorded)."""
 
-    def __init__(self, manager: DeliveryManager, peer: PeerConfig) -> None:
+
+class RateLimiter:
+    """At most ``rate`` requests per second: a minimum interval between two requests."""
+
+    def __init__(self, rate: float | None) -> None:
+        self.interval = 1.0 / rate if rate else 0.0
+        self._next = 0.0
+
+    async def wait(self) -> None:
+        if self.interval:
+            delay = self._next - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            self._next = max(time.monotonic(), self._next) + self.interval
+
+
+class PushLane:
+    """Sends one operation's pending records to one peer, one request at a time."""
+
+    def __init__(self, manager: DeliveryManager, peer: PeerConfig, source: PushSource) -> None:
         self.manager = manager
         self.peer = peer
+        self.source = source
+        self.operation = source.operation
         self.wake = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
+        self.limiter = RateLimiter(peer.max_requests_per_second)
         self._next_attempt = 0.0
 
     def start(self) -> None:
-        self.task = asyncio.create_task(self._run(), name=f"lane:{self.peer.id}:{STATUS_OPERATION}")
+        self.task = asyncio.create_task(self._run(), name=f"lane:{self.peer.id}:{self.operation}")
 
     async def stop(self) -> None:
         if self.task:
@@ -68,10 +96,11 @@ class StatusLane:
             with contextlib.suppress(asyncio.CancelledError):
                 await self.task
         with contextlib.suppress(Exception):
-            await self.manager.store.release_lease(self.peer.key, STATUS_OPERATION, self.manager.owner)
+            await self.manager.store.release_lease(self.peer.key, self.operation, self.manager.owner)
 
     async def _run(self) -> None:
         settings = self.manager.settings
+        self.wake.set()  # look at once: there may be a backlog or a resync from before
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), timeout=settings.poll_interval_seconds)
@@ -80,9 +109,11 @@ class StatusLane:
                 await self._drain()
             except asyncio.CancelledError:
                 raise
+            except LaneFailed:
+                pass
             except Exception:
                 # Redis unreachable and the like: log, keep the lane alive, try again next round.
-                logger.exception("delivery lane %s failed; retrying", self.peer.id)
+                logger.exception("delivery lane %s/%s failed; retrying", self.peer.id, self.operation)
 
     async def _drain(self) -> None:
         store, settings, owner = self.manager.store, self.manager.settings, self.manager.owner
@@ -90,117 +121,232 @@ class StatusLane:
             wait = self._next_attempt - time.time()
             if wait > 0:
                 await asyncio.sleep(wait)
-            if not await store.acquire_lease(self.peer.key, STATUS_OPERATION, owner, settings.lease_seconds):
-                return  # another replica is this peer's sender now
-            batch = await store.take_batch(self.peer.key, STATUS_OPERATION, self.peer.batch_size)
-            PEER_DELIVERY_BACKLOG.labels(self.peer.id, STATUS_OPERATION).set(
-                await store.backlog(self.peer.key, STATUS_OPERATION)
-            )
+            if not await store.acquire_lease(self.peer.key, self.operation, owner, settings.lease_seconds):
+                return  # another replica is this lane's sender now
+            backlog = await store.backlog(self.peer.key, self.operation)
+            PEER_DELIVERY_BACKLOG.labels(self.peer.id, self.operation).set(backlog)
+            reason = await store.resync_reason(self.peer.key, self.operation, settings.resync_after_seconds)
+            if reason is not None:
+                await self._resync(reason)
+                continue
+            batch = await store.take_batch(self.peer.key, self.operation, self.peer.batch_size)
             if not batch:
                 return
-            await self._send(batch)
+            await self._deliver(batch)
 
-    async def _send(self, batch: dict[bytes, bytes]) -> None:
-        """One PushEvseStatus per operator in the batch (the body carries a single OperatorID)."""
-        by_operator: dict[str, list[tuple[bytes, bytes, dict[str, str]]]] = {}
-        for field, raw in batch.items():
-            value = orjson.loads(raw)
-            by_operator.setdefault(value["o"], []).append((field, raw, value))
-        for operator_id, entries in by_operator.items():
-            request = PushEvseStatusRequest.model_validate(
-                {
-                    "ActionType": "update",
-                    "OperatorEvseStatus": {
-                        "OperatorID": operator_id,
-                        "EvseStatusRecord": [
-                            {"EvseID": field.decode(), "EvseStatus": value["s"]} for field, _, value in entries
-                        ],
-                    },
-                }
-            )
-            if not await self._call(request, len(entries)):
-                return
-            await self.manager.store.ack_sent(self.peer.key, STATUS_OPERATION, {f: r for f, r, _ in entries})
-            now = time.time()
-            for _, _, value in entries:
+    # ---- normal delivery: the pending changes -------------------------------------------------
+
+    async def _deliver(self, batch: dict[bytes, bytes]) -> None:
+        store, source = self.manager.store, self.source
+        keys = [k.decode() for k in batch]
+        current = await source.current(keys)
+        if source.documents:
+            for key in keys:
+                item = current[key]
+                if item.record is not None:
+                    await self._send("fullLoad", item.operator_id, None, [item])
+                await store.ack_sent(self.peer.key, self.operation, {key.encode(): batch[key.encode()]})
+            return
+        held = dict(zip(keys, await store.known(self.peer.key, self.operation, keys), strict=True))
+        live = [current[k] for k in keys if current[k].record is not None]
+        removed = [k for k in keys if current[k].record is None and held[k]]
+        if removed and not source.sends_deletes:
+            await store.request_resync(self.peer.key, self.operation, f"{len(removed)} records deleted")
+            return
+        groups: dict[tuple[str, str], list[Item]] = {}
+        for item in live:
+            groups.setdefault(("update" if held[item.key] else "insert", item.operator_id), []).append(item)
+        if removed:
+            for item in (await source.gone(removed)).values():
+                groups.setdefault(("delete", item.operator_id), []).append(item)
+        for (action, operator_id), items in groups.items():
+            await self._send(action, operator_id, items[0].operator_name, items)
+            sent_keys = [i.key for i in items]
+            if action == "delete":
+                await store.mark_known(self.peer.key, self.operation, [], sent_keys)
+            else:
+                await store.mark_known(self.peer.key, self.operation, sent_keys, [])
+            await store.ack_sent(self.peer.key, self.operation, {k.encode(): batch[k.encode()] for k in sent_keys})
+            self._observe_propagation(batch, sent_keys)
+        # Keys that needed nothing (deleted before the peer ever held them) leave the outbox too.
+        done = set(keys) - {i.key for items in groups.values() for i in items}
+        if done:
+            await store.ack_sent(self.peer.key, self.operation, {k.encode(): batch[k.encode()] for k in done})
+
+    def _observe_propagation(self, batch: dict[bytes, bytes], keys: list[str]) -> None:
+        if self.operation is not PushOperation.PUSH_EVSE_STATUS:
+            return
+        now = time.time()
+        for key in keys:
+            with contextlib.suppress(Exception):
+                changed_at = orjson.loads(batch[key.encode()])["t"]
                 EVSE_STATUS_PROPAGATION.labels(self.peer.id).observe(
-                    max(0.0, now - datetime.fromisoformat(value["t"]).timestamp())
+                    max(0.0, now - datetime.fromisoformat(changed_at).timestamp())
                 )
 
-    async def _call(self, request: PushEvseStatusRequest, records: int) -> bool:
-        manager, operation = self.manager, OPERATIONS_BY_NAME["PushEvseStatus"]
-        path = operation.path.format(operatorID=request.operator_evse_status.operator_id)
+    # ---- resync: a fullLoad of everything meant for the peer ------------------------------------
+
+    async def _resync(self, reason: str) -> None:
+        store, source, size = self.manager.store, self.source, self.peer.batch_size
+        logger.info("resyncing %s/%s with a fullLoad: %s", self.peer.id, self.operation, reason)
+        # The outbox snapshot comes first: a change queued after it stays queued and is sent after
+        # the resync (at worst once more than needed, never lost).
+        snapshot = await store.pending_snapshot(self.peer.key, self.operation)
+        sent: list[str] = []
+        for operator_id in self.manager.node.operator_ids:
+            keys = [k for k in await source.keys_of_operator(operator_id, self.peer) if source.relevant(self.peer, k)]
+            if source.documents:
+                for key in keys:
+                    item = (await source.current([key]))[key]
+                    if item.record is not None:
+                        await self._send("fullLoad", item.operator_id, None, [item])
+                continue
+            if not keys and not source.empty_full_load:
+                continue
+            names = [None]
+            for start in range(0, max(1, len(keys)), size):
+                chunk = keys[start : start + size]
+                current = await source.current(chunk)
+                items = [current[k] for k in chunk if current[k].record is not None]
+                names = [items[0].operator_name] if items else names
+                await self._send("fullLoad" if start == 0 else "insert", operator_id, names[0], items)
+                sent += [i.key for i in items]
+        if not source.documents:
+            await store.replace_known(self.peer.key, self.operation, sent)
+        await store.ack_sent(self.peer.key, self.operation, snapshot)
+        await store.record_resync(self.peer.key, self.operation)
+
+    # ---- one request --------------------------------------------------------------------------
+
+    async def _send(self, action: str, operator_id: str, operator_name: str | None, items: list[Item]) -> None:
+        """Send one request; raise LaneFailed (after recording the failure) if it did not succeed."""
+        manager = self.manager
+        request: OICPModel = self.source.request(action, operator_id, operator_name, items)
+        await self.limiter.wait()
         started = time.perf_counter()
         retry_after = None
+        conflict = False
         try:
-            answer = await manager.client.call(self.peer, path, request, Acknowledgement)
-            error = (
-                None if answer.result else f"refused: {answer.status_code.code} {answer.status_code.description or ''}"
-            )
+            answer = await manager.client.call(self.peer, self.source.path(operator_id), request, Acknowledgement)
+            error = None
+            if not answer.result:
+                code, status = answer.status_code.code, answer.status_code
+                error = f"refused: {code.value} {status.additional_info or status.description or ''}"
+                conflict = code is StatusCodeValue.DATA_TRANSACTION_ERROR
             outcome = "success" if answer.result else "refused"
         except PeerCallError as exc:
             error, outcome, retry_after = str(exc), exc.kind, exc.retry_after
-        PEER_DELIVERY_DURATION.labels(self.peer.id, STATUS_OPERATION).observe(time.perf_counter() - started)
-        PEER_DELIVERY_REQUESTS.labels(self.peer.id, STATUS_OPERATION, outcome).inc()
+        PEER_DELIVERY_DURATION.labels(self.peer.id, self.operation).observe(time.perf_counter() - started)
+        PEER_DELIVERY_REQUESTS.labels(self.peer.id, self.operation, outcome).inc()
         if error is None:
             self._next_attempt = 0.0
-            await manager.store.record_success(self.peer.key, STATUS_OPERATION)
-            return True
-        state = await manager.store.state(self.peer.id, self.peer.key, STATUS_OPERATION)
+            await manager.store.record_success(self.peer.key, self.operation)
+            return
+        await self._failed(error, len(items), retry_after, conflict)
+        raise LaneFailed(error)
+
+    async def _failed(self, error: str, records: int, retry_after: float | None, conflict: bool) -> None:
+        manager, store = self.manager, self.manager.store
+        state = await store.state(self.peer.id, self.peer.key, self.operation)
         delay = backoff_delay(state.consecutive_failures + 1, manager.settings, retry_after)
         self._next_attempt = time.time() + delay
-        failures = await manager.store.record_failure(self.peer.key, STATUS_OPERATION, error, self._next_attempt)
-        logger.warning("push to %s failed (%s), attempt %d, next in %.1fs", self.peer.id, error, failures, delay)
+        failures, _ = await store.record_failure(self.peer.key, self.operation, error, self._next_attempt)
+        if conflict:
+            # The peer does not hold what we think it holds (it lost or changed data): resync.
+            await store.request_resync(self.peer.key, self.operation, f"peer answered 009: {error}")
+        logger.warning(
+            "push %s to %s failed (%s), attempt %d, next in %.1fs", self.operation, self.peer.id, error, failures, delay
+        )
         with contextlib.suppress(BusUnavailable):
             await manager.bus.emit_event(
                 EventType.PEER_DELIVERY_FAILED,
                 PeerDelivery(
-                    peer_id=self.peer.id, operation=STATUS_OPERATION, records=records, error=error, attempt=failures
+                    peer_id=self.peer.id, operation=self.operation, records=records, error=error, attempt=failures
                 ),
             )
-        return False
 
 
 class DeliveryManager:
-    """Keeps one lane per enabled EMP peer that takes status pushes, following the registry."""
+    """Keeps one lane per (enabled EMP peer, operation it takes by push), following the registry."""
 
     def __init__(
         self,
-        settings: DeliverySettings,
+        node: NodeSettings,
         store: DeliveryStore,
         registry: PeerRegistry,
         client: PeerClient,
         bus: Bus,
-        own_status: EvseStatusStore,
+        sources: dict[PushOperation, PushSource],
+        redis: aioredis.Redis,
     ) -> None:
-        self.settings = settings
+        self.node = node
+        self.settings = node.delivery
         self.store = store
-        self.own_status = own_status
         self.registry = registry
         self.client = client
         self.bus = bus
+        self.sources = sources
+        self.redis = redis
         self.owner = f"{uuid.uuid4()}"
-        self.lanes: dict[str, StatusLane] = {}
-        self._supervisor: asyncio.Task[None] | None = None
+        self.lanes: dict[tuple[str, PushOperation], PushLane] = {}
+        self._tasks: list[asyncio.Task[None]] = []
 
-    async def push_peers(self) -> list[PeerConfig]:
-        return [p for p in await self.registry.enabled(Role.EMP) if STATUS_OPERATION in p.push]
+    async def push_peers(self, operation: PushOperation) -> list[PeerConfig]:
+        return [p for p in await self.registry.enabled(Role.EMP) if operation in p.push]
+
+    async def pending_keys(self, operation: PushOperation, record_keys: list[str]) -> dict[str, list[str]]:
+        """Outbox key → the record keys to queue there, for every peer that takes this operation."""
+        source = self.sources[operation]
+        queued: dict[str, list[str]] = {}
+        for peer in await self.push_peers(operation):
+            keys = [k for k in record_keys if source.relevant(peer, k)]
+            if keys:
+                queued[self.store.pending_key(peer.key, operation)] = keys
+        return queued
+
+    async def enqueue(self, operation: PushOperation, record_keys: list[str], changed_at: datetime) -> None:
+        """Queue changed records for every peer that takes them, then wake the lanes (all replicas)."""
+        stamp = orjson.dumps({"t": changed_at.isoformat(), "n": uuid.uuid4().hex[:8]})
+        for pending_key, keys in (await self.pending_keys(operation, record_keys)).items():
+            await self.store.enqueue([pending_key], keys, stamp)
+        self.wake(operation)
+        await self.store.notify(operation)
 
     async def start(self) -> None:
         await self._sync_lanes()
-        self._supervisor = asyncio.create_task(self._supervise(), name="delivery-supervisor")
+        self._tasks = [
+            asyncio.create_task(self._supervise(), name="delivery-supervisor"),
+            asyncio.create_task(self._listen(), name="delivery-wake-listener"),
+        ]
 
     async def stop(self) -> None:
-        if self._supervisor:
-            self._supervisor.cancel()
+        for task in self._tasks:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._supervisor
+                await task
         await asyncio.gather(*(lane.stop() for lane in self.lanes.values()))
         self.lanes.clear()
 
-    def wake(self) -> None:
-        for lane in self.lanes.values():
-            lane.wake.set()
+    def wake(self, operation: PushOperation | None = None) -> None:
+        for (_, op), lane in self.lanes.items():
+            if operation is None or op == operation:
+                lane.wake.set()
+
+    async def _listen(self) -> None:
+        """Wake-ups from other replicas: the one that queued a change may not hold the lease."""
+        while True:
+            try:
+                async with self.redis.pubsub() as pubsub:
+                    await pubsub.subscribe(self.store.wake_channel)
+                    async for message in pubsub.listen():
+                        if message.get("type") == "message":
+                            with contextlib.suppress(ValueError):
+                                self.wake(PushOperation(message["data"].decode()))
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.warning("wake-up channel lost; lanes poll until it is back", exc_info=True)
+                await asyncio.sleep(self.settings.poll_interval_seconds)
 
     async def _supervise(self) -> None:
         while True:
@@ -211,19 +357,21 @@ class DeliveryManager:
                 logger.exception("could not refresh the peer list")
 
     async def _sync_lanes(self) -> None:
-        peers = {p.key: p for p in await self.push_peers()}
-        for key in list(self.lanes):
-            lane = self.lanes[key]
-            if key not in peers or peers[key] != lane.peer:
+        wanted: dict[tuple[str, PushOperation], PeerConfig] = {}
+        for peer in await self.registry.enabled(Role.EMP):
+            for operation in peer.push:
+                wanted[(peer.key, PushOperation(operation))] = peer
+        for lane_key in list(self.lanes):
+            lane = self.lanes[lane_key]
+            if lane_key not in wanted or wanted[lane_key] != lane.peer:
                 await lane.stop()
-                del self.lanes[key]
-        for key, peer in peers.items():
-            if key not in self.lanes:
-                # A peer seen for the first time gets the current status of every EVSE, not only
-                # the changes from now on. The lane exists only after this registry read, so every
-                # later change is queued for it by the command handler (same registry, same cache).
-                if await self.store.seed(peer.key, STATUS_OPERATION, await self.own_status.as_pending()):
-                    logger.info("queued the current EVSE statuses for new peer %s", peer.id)
-                lane = StatusLane(self, peer)
-                self.lanes[key] = lane
+                del self.lanes[lane_key]
+                if lane_key not in wanted:
+                    # Disabled or removed: changes are no longer queued for it, so whenever it
+                    # comes back it must be resynced.
+                    await self.store.request_resync(lane.peer.key, lane.operation, "peer was disabled or removed")
+        for lane_key, peer in wanted.items():
+            if lane_key not in self.lanes:
+                lane = PushLane(self, peer, self.sources[lane_key[1]])
+                self.lanes[lane_key] = lane
                 lane.start()

@@ -13,21 +13,42 @@ from enum import StrEnum
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from shared.oicp import ActionType, EvseStatusRecord, PushEvseDataRequest, PushEvseStatusRequest
+from shared.oicp import (
+    ActionType,
+    EvsePricing,
+    EvseStatusRecord,
+    OperatorId,
+    PushEvseDataRequest,
+    PushEvsePricingRequest,
+    PushEvseStatusRequest,
+    PushPricingProductDataRequest,
+    StatusCodeValue,
+)
 
 
 class CommandType(StrEnum):
     # CPO role: the node's own EVSEs, from the charge point backend (internal API or AMQP)
     CPO_EVSE_STATUS_SET = "cpo.evse.status.set"
-    # EMP role: OICP pushes accepted by the gateway from a CPO peer
+    CPO_EVSE_DATA_SET = "cpo.evse.data.set"
+    CPO_PRICING_PRODUCTS_SET = "cpo.pricing.products.set"
+    CPO_EVSE_PRICING_SET = "cpo.evse.pricing.set"
+    # EMP role: OICP pushes from a CPO peer, sent by the gateway as requests (it answers the peer
+    # with the worker's reply: 000 once stored, 009 on an insert/update conflict)
     EMP_EVSE_STATUS_INGEST = "emp.evse.status.ingest"
     EMP_EVSE_DATA_INGEST = "emp.evse.data.ingest"
+    EMP_PRICING_PRODUCTS_INGEST = "emp.pricing.products.ingest"
+    EMP_EVSE_PRICING_INGEST = "emp.evse.pricing.ingest"
 
 
 class EventType(StrEnum):
     EVSE_STATUS_CHANGED = "evse.status.changed"
     EVSE_STATUS_RECEIVED = "evse.status.received"
     EVSE_DATA_RECEIVED = "evse.data.received"
+    EVSE_DATA_CHANGED = "evse.data.changed"
+    PRICING_PRODUCTS_CHANGED = "pricing.products.changed"
+    PRICING_PRODUCTS_RECEIVED = "pricing.products.received"
+    EVSE_PRICING_CHANGED = "evse.pricing.changed"
+    EVSE_PRICING_RECEIVED = "evse.pricing.received"
     PEER_DELIVERY_FAILED = "peer.delivery.failed"
     COMMAND_REJECTED = "command.rejected"
 
@@ -45,6 +66,21 @@ class EvseStatusSet(Payload):
     records: list[EvseStatusRecord] = Field(min_length=1, max_length=10_000)
 
 
+class EvseDataSet(PushEvseDataRequest):
+    """Change the node's own EVSE data (CPO role), in PushEvseData's vocabulary: ActionType
+    (insert/update/delete/fullLoad with DIGEST §9.1 semantics) and OperatorEvseData."""
+
+
+class PricingProductsSet(PushPricingProductDataRequest):
+    """Change the node's own pricing products for one (OperatorID, ProviderID or "*")."""
+
+
+class EvsePricingSet(PushEvsePricingRequest):
+    """Change the node's own EVSE → product assignments of one operator."""
+
+    operator_id: OperatorId = Field(alias="OperatorID")
+
+
 class EvseStatusIngest(Payload):
     """A PushEvseStatus the gateway accepted from a CPO peer (EMP role)."""
 
@@ -59,6 +95,34 @@ class EvseDataIngest(Payload):
     peer_id: str
     received_at: AwareDatetime
     request: PushEvseDataRequest
+
+
+class PricingProductsIngest(Payload):
+    """A PushPricingProductData from a CPO peer (EMP role)."""
+
+    peer_id: str
+    received_at: AwareDatetime
+    request: PushPricingProductDataRequest
+
+
+class EvsePricingIngest(Payload):
+    """A PushEVSEPricing from a CPO peer (EMP role); the OperatorID comes from the path."""
+
+    peer_id: str
+    operator_id: str
+    received_at: AwareDatetime
+    request: PushEvsePricingRequest
+
+
+class CommandReply(Payload):
+    """The answer of a worker to a command sent as a request (``reply_to`` set): the OICP
+    StatusCode it maps to, and what changed."""
+
+    ok: bool
+    code: StatusCodeValue = StatusCodeValue.SUCCESS
+    info: str | None = None
+    changed: int = 0
+    deleted: int = 0
 
 
 # ---- events ---------------------------------------------------------------------------------
@@ -85,11 +149,47 @@ class EvseStatusReceived(Payload):
 
 
 class EvseDataReceived(Payload):
+    """A CPO peer pushed EVSE data and it is stored (EMP role)."""
+
     peer_id: str
     operator_id: str
     action_type: ActionType
     evse_ids: list[str]
+    deleted_evse_ids: list[str] = Field(default_factory=list)
     received_at: datetime
+
+
+class EvseDataChanged(Payload):
+    """The node's own EVSE data changed (CPO role); the records are in the read model."""
+
+    operator_id: str
+    action_type: ActionType
+    evse_ids: list[str]
+    deleted_evse_ids: list[str] = Field(default_factory=list)
+    changed_at: datetime
+
+
+class PricingProductsChanged(Payload):
+    """Pricing products changed: the node's own (CPO role, ``peer_id`` None) or a peer's (EMP role)."""
+
+    operator_id: str
+    provider_id: str
+    action_type: ActionType
+    product_ids: list[str]
+    deleted_product_ids: list[str] = Field(default_factory=list)
+    changed_at: datetime
+    peer_id: str | None = None
+
+
+class EvsePricingChanged(Payload):
+    """EVSE → product assignments changed: the node's own (``peer_id`` None) or a peer's."""
+
+    operator_id: str
+    action_type: ActionType
+    records: list[EvsePricing]
+    deleted: list[str] = Field(default_factory=list, description="EvseID|ProviderID keys removed")
+    changed_at: datetime
+    peer_id: str | None = None
 
 
 class PeerDelivery(Payload):
@@ -114,16 +214,33 @@ COMMAND_PAYLOADS: dict[CommandType, type[Payload]] = {
     CommandType.CPO_EVSE_STATUS_SET: EvseStatusSet,
     CommandType.EMP_EVSE_STATUS_INGEST: EvseStatusIngest,
     CommandType.EMP_EVSE_DATA_INGEST: EvseDataIngest,
+    CommandType.CPO_EVSE_DATA_SET: EvseDataSet,
+    CommandType.CPO_PRICING_PRODUCTS_SET: PricingProductsSet,
+    CommandType.CPO_EVSE_PRICING_SET: EvsePricingSet,
+    CommandType.EMP_PRICING_PRODUCTS_INGEST: PricingProductsIngest,
+    CommandType.EMP_EVSE_PRICING_INGEST: EvsePricingIngest,
 }
 
 # Commands an internal system may send (over AMQP or POST /commands/{type} of the internal API);
 # the others are issued by the gateway only.
-INTERNAL_COMMANDS: frozenset[CommandType] = frozenset({CommandType.CPO_EVSE_STATUS_SET})
+INTERNAL_COMMANDS: frozenset[CommandType] = frozenset(
+    {
+        CommandType.CPO_EVSE_STATUS_SET,
+        CommandType.CPO_EVSE_DATA_SET,
+        CommandType.CPO_PRICING_PRODUCTS_SET,
+        CommandType.CPO_EVSE_PRICING_SET,
+    }
+)
 
 EVENT_PAYLOADS: dict[EventType, type[Payload]] = {
     EventType.EVSE_STATUS_CHANGED: EvseStatusChanged,
     EventType.EVSE_STATUS_RECEIVED: EvseStatusReceived,
     EventType.EVSE_DATA_RECEIVED: EvseDataReceived,
+    EventType.EVSE_DATA_CHANGED: EvseDataChanged,
+    EventType.PRICING_PRODUCTS_CHANGED: PricingProductsChanged,
+    EventType.PRICING_PRODUCTS_RECEIVED: PricingProductsChanged,
+    EventType.EVSE_PRICING_CHANGED: EvsePricingChanged,
+    EventType.EVSE_PRICING_RECEIVED: EvsePricingChanged,
     EventType.PEER_DELIVERY_FAILED: PeerDelivery,
     EventType.COMMAND_REJECTED: CommandRejected,
 }

@@ -25,6 +25,11 @@ COMMAND_CONSUMERS: dict[CommandType, str] = {
     CommandType.CPO_EVSE_STATUS_SET: "evse_push",
     CommandType.EMP_EVSE_STATUS_INGEST: "evse_push",
     CommandType.EMP_EVSE_DATA_INGEST: "evse_push",
+    CommandType.CPO_EVSE_DATA_SET: "evse_push",
+    CommandType.CPO_PRICING_PRODUCTS_SET: "evse_push",
+    CommandType.CPO_EVSE_PRICING_SET: "evse_push",
+    CommandType.EMP_PRICING_PRODUCTS_INGEST: "evse_push",
+    CommandType.EMP_EVSE_PRICING_INGEST: "evse_push",
 }
 
 # Command families reserved for the services whose logic arrives with later issues. Their queues exist

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import email.utils
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -42,18 +43,37 @@ def _retry_after(value: str | None) -> float | None:
 
 @dataclass
 class PeerClient:
-    session: aiohttp.ClientSession
+    limit_per_host: int = 8
+    _session: aiohttp.ClientSession | None = None
 
     @classmethod
     def create(cls, limit_per_host: int = 8) -> PeerClient:
-        connector = aiohttp.TCPConnector(limit=512, limit_per_host=limit_per_host, ttl_dns_cache=300)
-        return cls(aiohttp.ClientSession(connector=connector, json_serialize=lambda o: orjson.dumps(o).decode()))
+        """The pooled session itself is opened on first use, inside the event loop (aiohttp needs one)."""
+        return cls(limit_per_host)
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(limit=512, limit_per_host=self.limit_per_host, ttl_dns_cache=300)
+            self._session = aiohttp.ClientSession(
+                connector=connector, json_serialize=lambda o: orjson.dumps(o).decode()
+            )
+        return self._session
 
     async def close(self) -> None:
-        await self.session.close()
+        if self._session is not None:
+            await self._session.close()
 
-    async def call(self, peer: PeerConfig, path: str, body: OICPModel, response_model: type[ResponseT]) -> ResponseT:
-        """POST ``body`` to ``peer``'s base URL + ``path`` and parse the OICP answer."""
+    async def call(
+        self,
+        peer: PeerConfig,
+        path: str,
+        body: OICPModel,
+        response_model: type[ResponseT],
+        params: Mapping[str, str | int] | None = None,
+    ) -> ResponseT:
+        """POST ``body`` to ``peer``'s base URL + ``path`` (+ query ``params``, e.g. the ``page``/``size`` of a
+        paged pull) and parse the OICP answer."""
         url = str(peer.base_url).rstrip("/") + path
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if peer.outbound_token is not None:
@@ -61,7 +81,7 @@ class PeerClient:
         timeout = aiohttp.ClientTimeout(total=peer.timeout_seconds)
         try:
             async with self.session.post(
-                url, data=orjson.dumps(body.to_oicp()), headers=headers, timeout=timeout
+                url, params=params, data=orjson.dumps(body.to_oicp()), headers=headers, timeout=timeout
             ) as response:
                 raw = await response.read()
                 if response.status == 429 or response.status >= 500:

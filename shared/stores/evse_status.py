@@ -19,6 +19,7 @@ import orjson
 import redis.asyncio as aioredis
 
 from shared.oicp.ids import normalize_id, operator_id_of_evse
+from shared.stores.push import ApplyResult
 from shared.stores.redis import KeySpace
 
 # KEYS[1] status hash, KEYS[2] operator directory, KEYS[3..] pending hashes of the push peers.
@@ -50,6 +51,54 @@ return changed
 """
 
 
+# ActionType semantics (DIGEST §9.1) in one atomic step. KEYS[1] operator directory, KEYS[2] the
+# pushing operator's hash (the fullLoad scope), KEYS[3..] hashes of other operators in the push
+# (a hub relays sub-operators' EVSEs). ARGV[1] action, ARGV[2] timestamp, ARGV[3] number of operator
+# pairs, then (norm, display) pairs for KEYS[2..], then triples (key index, evse, status).
+# Returns {conflicts, changed, deleted}; with conflicts nothing is written.
+_APPLY = """
+local action, at, n_ops = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local first = 4 + 2 * n_ops
+local conflicts, changed, deleted = {}, {}, {}
+local function value_of(status) return cjson.encode({s = status, t = at}) end
+if action == 'insert' or action == 'update' then
+  for i = first, #ARGV, 3 do
+    local exists = redis.call('HEXISTS', KEYS[tonumber(ARGV[i])], ARGV[i + 1]) == 1
+    if (action == 'insert' and exists) or (action == 'update' and not exists) then
+      table.insert(conflicts, ARGV[i + 1])
+    end
+  end
+  if #conflicts > 0 then return {conflicts, changed, deleted} end
+end
+for k = 0, n_ops - 1 do
+  redis.call('HSET', KEYS[1], ARGV[4 + 2 * k], ARGV[5 + 2 * k])
+end
+if action == 'fullLoad' then
+  local keep = {}
+  for i = first, #ARGV, 3 do keep[ARGV[i + 1]] = true end
+  for _, evse in ipairs(redis.call('HKEYS', KEYS[2])) do
+    if not keep[evse] then
+      redis.call('HDEL', KEYS[2], evse)
+      table.insert(deleted, evse)
+    end
+  end
+end
+for i = first, #ARGV, 3 do
+  local key, evse, status = KEYS[tonumber(ARGV[i])], ARGV[i + 1], ARGV[i + 2]
+  if action == 'delete' then
+    if redis.call('HDEL', key, evse) == 1 then table.insert(deleted, evse) end
+  else
+    local old = redis.call('HGET', key, evse)
+    if not old or cjson.decode(old)['s'] ~= status then
+      redis.call('HSET', key, evse, value_of(status))
+      table.insert(changed, evse)
+    end
+  end
+end
+return {conflicts, changed, deleted}
+"""
+
+
 @dataclass(frozen=True)
 class StatusChange:
     evse_id: str
@@ -71,6 +120,7 @@ class EvseStatusStore:
         self._keys = keys
         self._scope = scope
         self._set_script = redis.register_script(_SET_STATUSES)
+        self._apply_script = redis.register_script(_APPLY)
 
     def _hash(self, operator_norm: str) -> str:
         return self._keys.key(self._scope, "evse-status", operator_norm)
@@ -110,6 +160,30 @@ class EvseStatusStore:
                 changes.append(StatusChange(evse_id, display, statuses[evse_id], previous))
         return changes
 
+    async def apply(self, action: str, operator_id: str, records: list[tuple[str, str]], at: datetime) -> ApplyResult:
+        """One PushEvseStatus with its ActionType semantics (strict insert/update, fullLoad scope =
+        the pushing operator), atomically."""
+        scope_norm = normalize_id(operator_id)
+        hashes = [self._hash(scope_norm)]
+        argv_ops: list[Any] = [scope_norm, operator_id]
+        triples: list[Any] = []
+        for evse_id, status in records:
+            norm = operator_id_of_evse(evse_id)
+            if norm.lstrip("+") == scope_norm.lstrip("+"):
+                norm = scope_norm
+            key = self._hash(norm)
+            if key not in hashes:
+                hashes.append(key)
+                argv_ops += [norm, norm]
+            triples += [hashes.index(key) + 2, evse_id, status]
+        argv = [action, _timestamp(at), len(hashes), *argv_ops, *triples]
+        conflicts, changed, deleted = await self._apply_script(keys=[self._directory, *hashes], args=argv)
+        return ApplyResult(
+            conflicts=[c.decode() for c in conflicts],
+            changed=[c.decode() for c in changed],
+            deleted=[d.decode() for d in deleted],
+        )
+
     async def replace_operator(self, operator_id: str, records: list[tuple[str, str]], changed_at: datetime) -> None:
         """fullLoad: the given records become the operator's complete set."""
         operator_norm = normalize_id(operator_id)
@@ -148,6 +222,9 @@ class EvseStatusStore:
                 pipe.hget(self._hash(operator_id_of_evse(evse_id)), evse_id)
             raw = await pipe.execute()
         return {evse_id: _decode(evse_id, value) for evse_id, value in zip(evse_ids, raw, strict=True)}
+
+    async def evse_ids_of_operator(self, operator_id: str) -> list[str]:
+        return sorted(k.decode() for k in await self._redis.hkeys(self._hash(normalize_id(operator_id))))
 
     async def operators(self) -> dict[str, str]:
         """Operator norm → OperatorID as the operator spells it."""
