@@ -13,8 +13,17 @@ from typing import Any
 from starlette.requests import Request
 
 from services.gateway.context import GatewayContext
+from services.gateway.evse_data_pulls import pull_evse_data
+from services.gateway.pricing_pulls import pull_evse_pricing, pull_pricing_product_data
 from shared.bus.envelope import utc_now
-from shared.bus.messages import CommandType, EvseDataIngest, EvseStatusIngest
+from shared.bus.messages import (
+    CommandType,
+    EvseDataIngest,
+    EvsePricingIngest,
+    EvseStatusIngest,
+    Payload,
+    PricingProductsIngest,
+)
 from shared.oicp import (
     Acknowledgement,
     EvseStatus,
@@ -27,7 +36,9 @@ from shared.oicp import (
     PullEvseStatusByOperatorIdRequest,
     PullEvseStatusRequest,
     PushEvseDataRequest,
+    PushEvsePricingRequest,
     PushEvseStatusRequest,
+    PushPricingProductDataRequest,
     StatusCodeValue,
 )
 from shared.oicp.operations import Operation
@@ -47,26 +58,47 @@ async def not_available(
     )
 
 
+async def _ingest(ctx: GatewayContext, command: CommandType, payload: Payload, request: Request) -> OICPModel:
+    """A push from a CPO peer: the evse_push worker applies it (ActionType semantics) and replies;
+    the peer's answer is that reply, so 000 means stored and 009 carries the conflicting records.
+    No reply within the deadline raises BusUnavailable: an OICP error, never a false success."""
+    reply = await ctx.rpc.request(
+        command,
+        payload,
+        timeout=ctx.settings.oicp.request_timeout_seconds,
+        correlation_id=request.headers.get("x-correlation-id"),
+    )
+    return Acknowledgement.ok() if reply.ok else Acknowledgement.error(reply.code, reply.info)
+
+
 async def push_evse_status(
     ctx: GatewayContext, operation: Operation, caller: PeerConfig, body: PushEvseStatusRequest, request: Request
 ) -> OICPModel:
-    await ctx.bus.send_command(
-        CommandType.EMP_EVSE_STATUS_INGEST,
-        EvseStatusIngest(peer_id=caller.id, received_at=utc_now(), request=body),
-        correlation_id=request.headers.get("x-correlation-id"),
-    )
-    return Acknowledgement.ok()
+    payload = EvseStatusIngest(peer_id=caller.id, received_at=utc_now(), request=body)
+    return await _ingest(ctx, CommandType.EMP_EVSE_STATUS_INGEST, payload, request)
 
 
 async def push_evse_data(
     ctx: GatewayContext, operation: Operation, caller: PeerConfig, body: PushEvseDataRequest, request: Request
 ) -> OICPModel:
-    await ctx.bus.send_command(
-        CommandType.EMP_EVSE_DATA_INGEST,
-        EvseDataIngest(peer_id=caller.id, received_at=utc_now(), request=body),
-        correlation_id=request.headers.get("x-correlation-id"),
-    )
-    return Acknowledgement.ok()
+    payload = EvseDataIngest(peer_id=caller.id, received_at=utc_now(), request=body)
+    return await _ingest(ctx, CommandType.EMP_EVSE_DATA_INGEST, payload, request)
+
+
+async def push_pricing_product_data(
+    ctx: GatewayContext, operation: Operation, caller: PeerConfig, body: PushPricingProductDataRequest, request: Request
+) -> OICPModel:
+    payload = PricingProductsIngest(peer_id=caller.id, received_at=utc_now(), request=body)
+    return await _ingest(ctx, CommandType.EMP_PRICING_PRODUCTS_INGEST, payload, request)
+
+
+async def push_evse_pricing(
+    ctx: GatewayContext, operation: Operation, caller: PeerConfig, body: PushEvsePricingRequest, request: Request
+) -> OICPModel:
+    # PushEVSEPricing names its operator only in the path (checked to be the caller's).
+    operator_id = request.path_params.get("operatorID", caller.id)
+    payload = EvsePricingIngest(peer_id=caller.id, operator_id=operator_id, received_at=utc_now(), request=body)
+    return await _ingest(ctx, CommandType.EMP_EVSE_PRICING_INGEST, payload, request)
 
 
 def _operator_statuses(grouped: dict[str, list[StoredStatus]], wanted: EvseStatus | None) -> list[OperatorEvseStatus]:
@@ -119,7 +151,12 @@ async def pull_evse_status_by_id(
 HANDLERS: dict[str, Handler] = {
     "PushEvseStatus": push_evse_status,
     "PushEvseData": push_evse_data,
+    "PushPricingProductData": push_pricing_product_data,
+    "PushEVSEPricing": push_evse_pricing,
+    "PullEvseData": pull_evse_data,
     "PullEvseStatus": pull_evse_status,
     "PullEvseStatusById": pull_evse_status_by_id,
     "PullEvseStatusByOperatorId": pull_evse_status,
+    "PullPricingProductData": pull_pricing_product_data,
+    "PullEVSEPricing": pull_evse_pricing,
 }

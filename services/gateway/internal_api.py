@@ -21,10 +21,21 @@ from services.gateway.context import GatewayContext
 from shared.bus.client import BusUnavailable
 from shared.bus.messages import COMMAND_PAYLOADS, INTERNAL_COMMANDS, CommandType, EvseStatusSet, Payload
 from shared.metrics import metrics_endpoint
+from shared.oicp import StatusCodeValue
+from shared.oicp.ids import operator_id_of_evse
+from shared.oicp.messages import DEFAULT_PAGE_SIZE
+from shared.oicp.messages import MAX_CDR_PAGE_SIZE as MAX_PAGE_SIZE
 from shared.peers.registry import PeerConflict
 from shared.settings import PeerConfig, PushOperation, Role
+from shared.stores.evse_data import EvseDataQuery
 
 Endpoint = Callable[[Request], Awaitable[Response]]
+
+# Commands whose outcome the internal API waits for (request/reply); the others are queued (202).
+REPLYING_COMMANDS = frozenset(
+    {CommandType.CPO_EVSE_DATA_SET, CommandType.CPO_PRICING_PRODUCTS_SET, CommandType.CPO_EVSE_PRICING_SET}
+)
+REPLY_HTTP_STATUS = {StatusCodeValue.DATA_TRANSACTION_ERROR: 409}
 
 
 class JSON(Response):
@@ -108,6 +119,8 @@ def create_internal_app(ctx: GatewayContext) -> Starlette:
         view = peer.public_view()
         if peer.role is Role.EMP:
             view["delivery"] = [(await ctx.delivery.state(peer.id, peer.key, op)).as_dict() for op in peer.push]
+        elif peer.pull is not None:
+            view["pulls"] = await ctx.pulls.pull_state(peer)
         return JSON(view)
 
     async def remove_peer(request: Request) -> Response:
@@ -138,7 +151,15 @@ def create_internal_app(ctx: GatewayContext) -> Starlette:
             foreign = [r.evse_id for r in payload.records if ctx.settings.own_operator_of(r.evse_id) is None]
             if foreign:
                 return problem(422, f"EvseIDs not of this node's operators {ctx.settings.operator_ids}: {foreign[:5]}")
-        envelope = await ctx.bus.send_command(command, payload, correlation_id=request.headers.get("x-correlation-id"))
+        correlation_id = request.headers.get("x-correlation-id")
+        if command in REPLYING_COMMANDS:
+            # insert/update can conflict (009): the caller gets the worker's verdict, not just "queued".
+            reply = await ctx.rpc.request(
+                command, payload, timeout=ctx.settings.oicp.request_timeout_seconds, correlation_id=correlation_id
+            )
+            status = 200 if reply.ok else REPLY_HTTP_STATUS.get(reply.code, 422)
+            return JSON({"type": command.value, **reply.model_dump(mode="json")}, status_code=status)
+        envelope = await ctx.bus.send_command(command, payload, correlation_id=correlation_id)
         return JSON({"accepted": True, "event_id": str(envelope.event_id), "type": command.value}, status_code=202)
 
     # ---- look-ups -----------------------------------------------------------------------------
@@ -165,12 +186,93 @@ def create_internal_app(ctx: GatewayContext) -> Starlette:
             }
         )
 
+    def _scope(request: Request) -> str:
+        scope = request.query_params.get("scope", "roaming" if Role.EMP in ctx.settings.roles else "own")
+        if scope not in ("own", "roaming"):
+            raise ValueError("scope must be 'own' (this CPO's EVSEs) or 'roaming' (what CPO peers pushed)")
+        return scope
+
+    def _int_param(request: Request, name: str, default: int, maximum: int) -> int:
+        raw = request.query_params.get(name)
+        try:
+            value = default if raw is None else int(raw)
+        except ValueError:
+            raise ValueError(f"{name} must be an integer, got {raw!r}") from None
+        if not 0 <= value <= maximum:
+            raise ValueError(f"{name} must be between 0 and {maximum}, got {value}")
+        return value
+
+    def _float_param(request: Request, name: str) -> float | None:
+        raw = request.query_params.get(name)
+        try:
+            return None if raw is None else float(raw)
+        except ValueError:
+            raise ValueError(f"{name} must be a number, got {raw!r}") from None
+
+    async def list_evses(request: Request) -> Response:
+        """EVSEs with their status, by operator and/or by area, paged (served from the indexes)."""
+        scope = _scope(request)
+        data = ctx.own_data if scope == "own" else ctx.roaming_data
+        statuses = ctx.own_status if scope == "own" else ctx.roaming_status
+        page = _int_param(request, "page", 0, 1_000_000)
+        size = _int_param(request, "size", DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        query = EvseDataQuery(operator_ids=request.query_params.getlist("operator"))
+        lat, lon, radius = (_float_param(request, n) for n in ("lat", "lon", "radius_km"))
+        if (lat, lon, radius) != (None, None, None):
+            if None in (lat, lon, radius):
+                raise ValueError("an area needs lat, lon and radius_km")
+            query.search_center = (lat, lon, radius)  # type: ignore[assignment]
+        records, total = await data.query(query, page, size)
+        found = await statuses.get_many([r["EvseID"] for r in records]) if records else {}
+        for record in records:
+            stored = found.get(record["EvseID"])
+            record["EvseStatus"] = stored.status if stored else None
+        return JSON({"scope": scope, "page": page, "size": size, "totalElements": total, "content": records})
+
+    async def show_evse(request: Request) -> Response:
+        """One EVSE's data and status, from this node's own EVSEs or from what CPO peers pushed."""
+        evse_id = request.path_params["evse_id"]
+        try:
+            operator_id_of_evse(evse_id)
+        except ValueError as exc:
+            return problem(422, str(exc))
+        for scope, data, statuses in (
+            ("own", ctx.own_data, ctx.own_status),
+            ("roaming", ctx.roaming_data, ctx.roaming_status),
+        ):
+            stored = (await data.get_many([evse_id]))[evse_id]
+            status = (await statuses.get_many([evse_id]))[evse_id]
+            if stored is None and status is None:
+                continue
+            return JSON(
+                {
+                    "EvseID": evse_id,
+                    "scope": scope,
+                    "OperatorID": stored.operator_id if stored else None,
+                    "OperatorName": stored.operator_name if stored else None,
+                    "lastUpdate": stored.last_update.isoformat() if stored else None,
+                    "data": stored.record if stored else None,
+                    "EvseStatus": status.status if status else None,
+                    "status_changed_at": status.changed_at if status else None,
+                }
+            )
+        return problem(404, f"no data or status known for {evse_id}")
+
     async def delivery_state(request: Request) -> Response:
         lanes = []
         for peer in await ctx.registry.enabled(Role.EMP):
             for op in peer.push:
                 lanes.append((await ctx.delivery.state(peer.id, peer.key, PushOperation(op))).as_dict())
         return JSON(lanes)
+
+    async def pull_states(request: Request) -> Response:
+        """The scheduled pulls from pull-only CPO peers: cursor, last success, last error, next attempt."""
+        states = [
+            {"peer_id": peer.id, **await ctx.pulls.pull_state(peer)}
+            for peer in await ctx.registry.enabled(Role.CPO)
+            if peer.pull is not None
+        ]
+        return JSON(states)
 
     routes = [
         Route("/healthz", healthz),
@@ -181,7 +283,10 @@ def create_internal_app(ctx: GatewayContext) -> Starlette:
         Route("/peers/{role}/{peer_id}", protected(show_peer), methods=["GET"]),
         Route("/peers/{role}/{peer_id}", protected(remove_peer), methods=["DELETE"]),
         Route("/commands/{command}", protected(send_command), methods=["POST"]),
+        Route("/evses", protected(list_evses), methods=["GET"]),
+        Route("/evses/{evse_id}", protected(show_evse), methods=["GET"]),
         Route("/evses/{evse_id}/status", protected(evse_status), methods=["GET"]),
         Route("/delivery", protected(delivery_state), methods=["GET"]),
+        Route("/pulls", protected(pull_states), methods=["GET"]),
     ]
     return Starlette(routes=routes)

@@ -125,7 +125,11 @@ def check_ids(operation: Operation, caller: PeerConfig, path_id: str | None, bod
         return
     own_field = "operator_id" if caller.role is Role.CPO else "provider_id"
     body_id = getattr(body, own_field, None)
-    nested = getattr(body, "operator_evse_status", None) or getattr(body, "operator_evse_data", None)
+    nested = (
+        getattr(body, "operator_evse_status", None)
+        or getattr(body, "operator_evse_data", None)
+        or getattr(body, "pricing_product_data", None)
+    )
     if nested is not None:
         body_id = nested.operator_id
     if isinstance(body_id, str) and not _same_id(body_id, caller.id):
@@ -152,6 +156,9 @@ def evse_ids_of(body: OICPModel) -> list[str]:
     data = getattr(body, "operator_evse_data", None)
     if data is not None:
         return [r.evse_id for r in data.evse_data_record]
+    pricing = getattr(body, "evse_pricing", None)
+    if isinstance(pricing, list):
+        return [r.evse_id for r in pricing]
     return []
 
 
