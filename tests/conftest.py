@@ -57,7 +57,7 @@ async def pair(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Pair]:
             "base_url": emp.oicp_url,
             "inbound_token": EMP_CALLS_CPO,
             "outbound_token": CPO_CALLS_EMP,
-            "push": ["PushEvseStatus"],
+            "push": ["PushEvseStatus", "PushEvseData", "PushPricingProductData", "PushEVSEPricing"],
         },
         {
             "id": SINK_ID,

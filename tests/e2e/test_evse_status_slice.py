@@ -18,43 +18,10 @@ import pytest_asyncio
 
 from tests.conftest import CPO_ID, EMP_CALLS_CPO, EMP_ID, Pair
 from tests.oicp_schema import validate_request, validate_response
+from tests.support.events import EventTap
 from tests.support.nodes import AMQP_URL, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
-
-
-class EventTap:
-    """An internal system's own queue bound to a node's events exchange."""
-
-    def __init__(self, exchange: str, routing_key: str) -> None:
-        self.exchange, self.routing_key = exchange, routing_key
-        self.events: list[dict[str, Any]] = []
-
-    async def __aenter__(self) -> EventTap:
-        self.connection = await aio_pika.connect(AMQP_URL)
-        channel = await self.connection.channel()
-        exchange = await channel.get_exchange(self.exchange)
-        queue = await channel.declare_queue(exclusive=True, auto_delete=True)
-        await queue.bind(exchange, self.routing_key)
-
-        async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
-            async with message.process():
-                self.events.append(orjson.loads(message.body))
-
-        await queue.consume(on_message)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.connection.close()
-
-    def about(self, evse_id: str) -> list[dict[str, Any]]:
-        found = []
-        for event in self.events:
-            data = event["data"]
-            records = data.get("records") or [{"EvseID": data.get("evse_id"), "EvseStatus": data.get("status")}]
-            if any(r.get("EvseID") == evse_id for r in records):
-                found.append(event)
-        return found
 
 
 @pytest_asyncio.fixture(loop_scope="session")
@@ -153,7 +120,8 @@ async def test_status_change_reaches_every_emp_peer(pair: Pair, http: aiohttp.Cl
     request = next(r for r in pair.sink.requests if evse_id in str(r.body))
     assert request.path == "/api/oicp/evsepush/v21/operators/DE*GEF/status-records"
     assert request.headers["Authorization"] == "Bearer cpo-calls-sink-token"
-    assert request.body["ActionType"] == "update"
+    # a status the peer never held goes as insert (later changes as update): strict receivers accept both
+    assert request.body["ActionType"] == "insert"
     assert request.body["OperatorEvseStatus"]["OperatorID"] == CPO_ID
     validate_request("/evsepush/v21/operators/{operatorID}/status-records", request.body)
 
@@ -209,12 +177,23 @@ async def test_delivery_state_is_visible(pair: Pair, http: aiohttp.ClientSession
         ) as response:
             return await response.json()
 
+    async def status_lanes() -> list[dict[str, Any]]:
+        return [s for s in await lanes() if s["operation"] == "PushEvseStatus"]
+
     async def all_delivered() -> bool:
-        states = await lanes()
+        states = await status_lanes()
         return len(states) == 2 and all(s["backlog"] == 0 and s["last_success"] for s in states)
 
     await wait_until(all_delivered, what="empty backlogs with a last success")
-    assert {s["peer_id"] for s in await lanes()} == {"DE-GDF", "DE-SNK"}
+    assert {s["peer_id"] for s in await status_lanes()} == {"DE-GDF", "DE-SNK"}
+    # one lane per (peer, operation it takes by push)
+    assert {(s["peer_id"], s["operation"]) for s in await lanes()} == {
+        ("DE-GDF", "PushEvseStatus"),
+        ("DE-GDF", "PushEvseData"),
+        ("DE-GDF", "PushPricingProductData"),
+        ("DE-GDF", "PushEVSEPricing"),
+        ("DE-SNK", "PushEvseStatus"),
+    }
 
 
 async def test_amqp_command_for_a_foreign_evse_is_dead_lettered(pair: Pair, http: aiohttp.ClientSession) -> None:

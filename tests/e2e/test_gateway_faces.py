@@ -19,7 +19,18 @@ from tests.support.nodes import HttpSink, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
 
-IMPLEMENTED = {"PushEvseStatus", "PushEvseData", "PullEvseStatus", "PullEvseStatusById", "PullEvseStatusByOperatorId"}
+IMPLEMENTED = {
+    "PushEvseStatus",
+    "PushEvseData",
+    "PushPricingProductData",
+    "PushEVSEPricing",
+    "PullEvseData",
+    "PullEvseStatus",
+    "PullEvseStatusById",
+    "PullEvseStatusByOperatorId",
+    "PullPricingProductData",
+    "PullEVSEPricing",
+}
 
 
 @pytest_asyncio.fixture(loop_scope="session")

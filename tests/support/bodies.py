@@ -64,8 +64,9 @@ def valid_body(operation: str) -> dict[str, Any]:
             "ActionType": "insert",
             "OperatorEvseData": {"OperatorID": CPO, "OperatorName": "GEF", "EvseDataRecord": []},
         },
+        # delete never conflicts (DIGEST §9.1), so these bodies stay valid whatever a node holds
         "PushEvseStatus": {
-            "ActionType": "update",
+            "ActionType": "delete",
             "OperatorEvseStatus": {
                 "OperatorID": CPO,
                 "EvseStatusRecord": [{"EvseID": EVSE, "EvseStatus": "Available"}],
@@ -88,3 +89,32 @@ def valid_body(operation: str) -> dict[str, Any]:
         },
     }
     return bodies[operation]
+
+
+def evse_record(evse_id: str, name: str = "Station") -> dict[str, Any]:
+    """A complete, valid EvseDataRecord; ``name`` makes a changed version tell apart."""
+    return {
+        "EvseID": evse_id,
+        "ChargingStationNames": [{"lang": "en", "value": name}],
+        "Address": {
+            "Country": "DEU",
+            "City": "Berlin",
+            "Street": "Main street",
+            "PostalCode": "10115",
+            "HouseNum": "1",
+            "TimeZone": "UTC+01:00",
+        },
+        "GeoCoordinates": {"DecimalDegree": {"Latitude": "52.520008", "Longitude": "13.404954"}},
+        "Plugs": ["Type 2 Outlet"],
+        "ChargingFacilities": [{"PowerType": "AC_3_PHASE", "Power": 22}],
+        "RenewableEnergy": True,
+        "CalibrationLawDataAvailability": "Local",
+        "AuthenticationModes": ["NFC RFID Classic"],
+        "PaymentOptions": ["Contract"],
+        "ValueAddedServices": ["None"],
+        "Accessibility": "Free publicly accessible",
+        "HotlinePhoneNumber": "+4930123456",
+        "IsOpen24Hours": True,
+        "IsHubjectCompatible": True,
+        "DynamicInfoAvailable": "true",
+    }

@@ -26,6 +26,11 @@ EVENT_PUBLISHERS = {
     EventType.EVSE_STATUS_CHANGED: {"evse_push"},
     EventType.EVSE_STATUS_RECEIVED: {"evse_push"},
     EventType.EVSE_DATA_RECEIVED: {"evse_push"},
+    EventType.EVSE_DATA_CHANGED: {"evse_push"},
+    EventType.PRICING_PRODUCTS_CHANGED: {"evse_push"},
+    EventType.PRICING_PRODUCTS_RECEIVED: {"evse_push"},
+    EventType.EVSE_PRICING_CHANGED: {"evse_push"},
+    EventType.EVSE_PRICING_RECEIVED: {"evse_push"},
     EventType.PEER_DELIVERY_FAILED: {"evse_push"},
     EventType.COMMAND_REJECTED: {"evse_push", *RESERVED_COMMAND_PATTERNS},
 }
