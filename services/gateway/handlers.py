@@ -41,9 +41,13 @@ from shared.oicp import (
     PushPricingProductDataRequest,
     StatusCodeValue,
 )
+from shared.oicp.geo import GeoFormatError, lat_lon_of
 from shared.oicp.operations import Operation
 from shared.settings import PeerConfig
+from shared.stores.evse_data import EvseDataQuery
 from shared.stores.evse_status import StoredStatus
+
+AREA_PAGE_SIZE = 2000  # EVSEs read from the geo index per round trip
 
 Handler = Callable[[GatewayContext, Operation, PeerConfig, Any, Request], Awaitable[OICPModel]]
 
@@ -126,12 +130,37 @@ async def pull_evse_status(
         return EvseStatusResponse.of(_operator_statuses(grouped, None))
     assert isinstance(body, PullEvseStatusRequest)
     if body.search_center is not None:
-        # Radial search needs the EVSEs' coordinates, which arrive with the EVSE data read model.
-        return Acknowledgement.error(
-            StatusCodeValue.SERVICE_NOT_AVAILABLE, "SearchCenter: the radius filter is not available on this node yet"
-        )
+        return EvseStatusResponse.of(await _statuses_in_area(ctx, body))
     grouped = await ctx.own_status.by_operator()
     return EvseStatusResponse.of(_operator_statuses(grouped, body.evse_status))
+
+
+async def _statuses_in_area(ctx: GatewayContext, body: PullEvseStatusRequest) -> list[OperatorEvseStatus]:
+    """The statuses of the EVSEs within the SearchCenter's radius: the EVSE data's geo index finds
+    them (the status model has no coordinates), then their statuses are read by ID."""
+    from services.gateway.oicp_face import Refusal
+
+    assert body.search_center is not None
+    try:
+        query = EvseDataQuery(
+            search_center=(*lat_lon_of(body.search_center.geo_coordinates), float(body.search_center.radius))
+        )
+    except GeoFormatError as exc:
+        raise Refusal(StatusCodeValue.DATA_ERROR, f"SearchCenter.GeoCoordinates: {exc}", "invalid_body") from exc
+    operators: dict[str, str] = {}
+    page = 0
+    while True:
+        records, total = await ctx.own_data.query(query, page, AREA_PAGE_SIZE)
+        operators.update({r["EvseID"]: r["OperatorID"] for r in records})
+        page += 1
+        if page * AREA_PAGE_SIZE >= total or not records:
+            break
+    statuses = await ctx.own_status.get_many(sorted(operators)) if operators else {}
+    grouped: dict[str, list[StoredStatus]] = {}
+    for evse_id, stored in statuses.items():
+        if stored is not None:
+            grouped.setdefault(operators[evse_id], []).append(stored)
+    return _operator_statuses(grouped, body.evse_status)
 
 
 async def pull_evse_status_by_id(

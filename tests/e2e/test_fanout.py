@@ -10,6 +10,7 @@ with two replicas nothing is lost when one is killed and sends never overlap."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import random
 import signal
@@ -39,6 +40,9 @@ STATUSES = ["Available", "Occupied", "Reserved", "OutOfService"]
 SLOW_ANSWER_SECONDS = 3.0
 RESYNC_AFTER_SECONDS = 3.0
 BACKOFF_MAX_SECONDS = 1.0
+RATE_LIMITED = 3  # this peer is configured with a rate limit
+RATE_LIMITED_RPS = 4.0
+RETRY_AFTER_SECONDS = 2.0
 PAUSE = 0.05  # between two status commands of the stream
 
 
@@ -76,6 +80,7 @@ async def fan(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Fan]:
             "push": ["PushEvseStatus", "PushEvseData"],
             "batch_size": 25,
             "timeout_seconds": 10,
+            **({"max_requests_per_second": RATE_LIMITED_RPS} if sink is sinks[RATE_LIMITED] else {}),
         }
         for sink in sinks
     ]
@@ -267,3 +272,29 @@ async def two_consumers(node: NodeSpec) -> bool:
         channel = await connection.channel()
         queue = await channel.declare_queue(node.prefix + "evse_push.cpo.evse.status.set", passive=True)
         return int(queue.declaration_result.consumer_count) >= 2
+
+
+async def test_rate_limit_and_retry_after_are_honoured(fan: Fan) -> None:
+    limited, throttling = fan.sinks[RATE_LIMITED], fan.sinks[4]
+    throttling.throttle = [RETRY_AFTER_SECONDS]
+    statuses = dict(fan.sinks[2].statuses)
+    rng = random.Random(5)
+    for _ in range(15):
+        evse = rng.choice(sorted(statuses))
+        statuses[evse] = rng.choice([s for s in STATUSES if s != statuses[evse]])
+        await fan.set_statuses([(evse, statuses[evse])])
+        await asyncio.sleep(PAUSE)
+    await wait_until(lambda: converged(throttling, statuses, dict(throttling_names(throttling))), what="throttled")
+    await wait_until(lambda: limited.statuses == statuses, what="rate-limited peer converges")
+    # HTTP 429 with Retry-After: the lane's next request came no earlier than the peer asked
+    (throttled,) = throttling.throttled_at
+    after = [t for t, op, _ in throttling.requests if op == "PushEvseStatus" and t > throttled]
+    assert after and after[0] - throttled >= RETRY_AFTER_SECONDS - 0.05
+    # the rate limit: requests of one lane at least 1/rate apart
+    times = sorted(t for t, op, _ in limited.requests if op == "PushEvseStatus")
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert gaps and min(gaps) >= 1 / RATE_LIMITED_RPS - 0.05, gaps
+
+
+def throttling_names(sink: OicpSink) -> dict[str, str]:
+    return {k: v["ChargingStationNames"][0]["value"] for k, v in sink.held["PushEvseData"].items()}

@@ -45,6 +45,8 @@ class OicpSink:
         self.requests: list[tuple[float, str, dict[str, Any]]] = []
         self.received_at: dict[tuple[str, str], float] = {}  # (EvseID, status) → first receipt
         self.refusals = 0
+        self.throttle: list[float] = []  # Retry-After seconds of the next answers: HTTP 429
+        self.throttled_at: list[float] = []
         self._runner: web.AppRunner | None = None
 
     @property
@@ -61,6 +63,9 @@ class OicpSink:
         self.max_in_flight[operation] = max(self.max_in_flight[operation], self.in_flight[operation])
         try:
             body = orjson.loads(await request.read())
+            if self.throttle:
+                self.throttled_at.append(time.time())
+                return web.Response(status=429, headers={"Retry-After": f"{self.throttle.pop(0):g}"})
             if self.delay:
                 await asyncio.sleep(self.delay)
             now = time.time()
