@@ -116,12 +116,12 @@ class PushLane:
                 logger.exception("delivery lane %s/%s failed; retrying", self.peer.id, self.operation)
 
     async def _drain(self) -> None:
-        store, settings, owner = self.manager.store, self.manager.settings, self.manager.owner
+        store, settings = self.manager.store, self.manager.settings
         while True:
             wait = self._next_attempt - time.time()
             if wait > 0:
                 await asyncio.sleep(wait)
-            if not await store.acquire_lease(self.peer.key, self.operation, owner, settings.lease_seconds):
+            if not await self._hold_lease():
                 return  # another replica is this lane's sender now
             backlog = await store.backlog(self.peer.key, self.operation)
             PEER_DELIVERY_BACKLOG.labels(self.peer.id, self.operation).set(backlog)
@@ -133,6 +133,11 @@ class PushLane:
             if not batch:
                 return
             await self._deliver(batch)
+
+    async def _hold_lease(self) -> bool:
+        """Take or renew the lane's lease, long enough for one request to finish within it."""
+        ttl = self.manager.settings.lease_seconds + self.peer.timeout_seconds
+        return await self.manager.store.acquire_lease(self.peer.key, self.operation, self.manager.owner, ttl)
 
     # ---- normal delivery: the pending changes -------------------------------------------------
 
@@ -223,6 +228,10 @@ class PushLane:
         manager = self.manager
         request: OICPModel = self.source.request(action, operator_id, operator_name, items)
         await self.limiter.wait()
+        # Renewed before every request: a resync of many chunks outlives one lease period, and a
+        # replica that lost its lease (it stalled) must not send alongside the new holder.
+        if not await self._hold_lease():
+            raise LaneFailed("lease lost to another replica")
         started = time.perf_counter()
         retry_after = None
         conflict = False

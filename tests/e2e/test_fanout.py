@@ -196,6 +196,8 @@ async def test_fan_out_isolates_down_and_slow_peers_and_resyncs(fan: Fan) -> Non
     lanes = {(lane["peer_id"], lane["operation"]): lane for lane in await fan.delivery()}
     down_lane = lanes[(down.name, "PushEvseStatus")]
     assert down_lane["last_error"] and down_lane["consecutive_failures"] >= 1 and down_lane["next_attempt"]
+    # 200 changes queued for the downed peer, coalesced per EVSE: the backlog is bounded by the EVSEs
+    assert 0 < down_lane["backlog"] <= len(EVSES)
     assert lanes[(healthy[0].name, "PushEvseStatus")]["last_error"] is None
 
     # Down for longer than resync_after_seconds: on its return the peer gets a fullLoad.
