@@ -7,13 +7,14 @@ PY := $(VENV)/bin/python
 UV := .uv/bin/uv
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: run test lint format docs check-docs services clean help
+.PHONY: run test lint format docs check-docs services clean help bench
 
 help:
 	@echo "make run    - demo network: CPO node DE*GEF (:7001) and EMP node DE-GDF (:8001)"
 	@echo "make test   - the whole test suite against the local RabbitMQ and Redis"
 	@echo "make lint   - ruff"
 	@echo "make docs   - regenerate docs/asyncapi.yaml from the code"
+	@echo "make bench  - benchmarks vs their baselines (BENCH_ARGS=\"status_fanout --large\"; see bench/README.md)"
 
 # uv lives in its own small venv so that `uv sync` never removes it from the project venv.
 $(UV):
@@ -40,6 +41,9 @@ lint: venv
 
 format: venv
 	$(VENV)/bin/ruff check --fix . && $(VENV)/bin/ruff format .
+
+bench: venv services
+	$(PY) -m bench $(BENCH_ARGS)
 
 docs: venv
 	$(PY) -m shared.bus.asyncapi > docs/asyncapi.yaml

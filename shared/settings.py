@@ -198,6 +198,9 @@ class DeliverySettings(Strict):
     backoff_initial_seconds: float = Field(default=0.5, gt=0)
     backoff_max_seconds: float = Field(default=60.0, gt=0)
     lease_seconds: float = Field(default=15.0, ge=1)
+    linger_seconds: float = Field(
+        default=0.02, ge=0, le=5, description="a woken lane waits this long for more changes before it sends"
+    )
     resync_after_seconds: float = Field(
         default=900.0, gt=0, description="a peer failing for longer than this is resynced with a fullLoad"
     )

@@ -86,6 +86,7 @@ class PushLane:
         self.task: asyncio.Task[None] | None = None
         self.limiter = RateLimiter(peer.max_requests_per_second)
         self._next_attempt = 0.0
+        self._lease_renewed = 0.0
 
     def start(self) -> None:
         self.task = asyncio.create_task(self._run(), name=f"lane:{self.peer.id}:{self.operation}")
@@ -117,40 +118,55 @@ class PushLane:
 
     async def _drain(self) -> None:
         store, settings = self.manager.store, self.manager.settings
+        if settings.linger_seconds:
+            # Let a burst of changes gather: one request with many records costs the peer and us far
+            # less than many requests with one each (at most this much latency is added).
+            await asyncio.sleep(settings.linger_seconds)
+        wait = self._next_attempt - time.time()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        if not await self._hold_lease():
+            return  # another replica is this lane's sender now
+        # Read once per round: while this replica holds the lease only this lane changes the state.
+        reason = await store.resync_reason(self.peer.key, self.operation, settings.resync_after_seconds)
+        if reason is not None:
+            await self._resync(reason)
         while True:
-            wait = self._next_attempt - time.time()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            if not await self._hold_lease():
-                return  # another replica is this lane's sender now
-            backlog = await store.backlog(self.peer.key, self.operation)
-            PEER_DELIVERY_BACKLOG.labels(self.peer.id, self.operation).set(backlog)
-            reason = await store.resync_reason(self.peer.key, self.operation, settings.resync_after_seconds)
-            if reason is not None:
-                await self._resync(reason)
-                continue
             batch = await store.take_batch(self.peer.key, self.operation, self.peer.batch_size)
+            backlog = (
+                len(batch) if len(batch) < self.peer.batch_size else await store.backlog(self.peer.key, self.operation)
+            )
+            PEER_DELIVERY_BACKLOG.labels(self.peer.id, self.operation).set(backlog)
             if not batch:
                 return
             await self._deliver(batch)
+            if len(batch) < self.peer.batch_size:
+                return  # that was all; the next change wakes the lane
 
     async def _hold_lease(self) -> bool:
         """Take or renew the lane's lease, long enough for one request to finish within it."""
         ttl = self.manager.settings.lease_seconds + self.peer.timeout_seconds
-        return await self.manager.store.acquire_lease(self.peer.key, self.operation, self.manager.owner, ttl)
+        held = await self.manager.store.acquire_lease(self.peer.key, self.operation, self.manager.owner, ttl)
+        self._lease_renewed = time.monotonic() if held else 0.0
+        return held
+
+    async def _renew_lease_if_old(self) -> bool:
+        if time.monotonic() - self._lease_renewed < self.manager.settings.lease_seconds / 3:
+            return True
+        return await self._hold_lease()
 
     # ---- normal delivery: the pending changes -------------------------------------------------
 
     async def _deliver(self, batch: dict[bytes, bytes]) -> None:
         store, source = self.manager.store, self.source
         keys = [k.decode() for k in batch]
-        current = await source.current(keys)
+        current = source.from_outbox(batch) or await source.current(keys)
         if source.documents:
             for key in keys:
                 item = current[key]
                 if item.record is not None:
                     await self._send("fullLoad", item.operator_id, None, [item])
-                await store.ack_sent(self.peer.key, self.operation, {key.encode(): batch[key.encode()]})
+                await store.after_sent(self.peer.key, self.operation, [], [], {key.encode(): batch[key.encode()]})
             return
         held = dict(zip(keys, await store.known(self.peer.key, self.operation, keys), strict=True))
         live = [current[k] for k in keys if current[k].record is not None]
@@ -164,19 +180,23 @@ class PushLane:
         if removed:
             for item in (await source.gone(removed)).values():
                 groups.setdefault(("delete", item.operator_id), []).append(item)
+        sent: set[str] = set()
         for (action, operator_id), items in groups.items():
             await self._send(action, operator_id, items[0].operator_name, items)
             sent_keys = [i.key for i in items]
-            if action == "delete":
-                await store.mark_known(self.peer.key, self.operation, [], sent_keys)
-            else:
-                await store.mark_known(self.peer.key, self.operation, sent_keys, [])
-            await store.ack_sent(self.peer.key, self.operation, {k.encode(): batch[k.encode()] for k in sent_keys})
+            sent.update(sent_keys)
+            # Keys that needed nothing (deleted before the peer ever held them) leave the outbox too.
+            done = [k for k in keys if k not in sent and current[k].record is None and not held[k]]
+            await store.after_sent(
+                self.peer.key,
+                self.operation,
+                held=[] if action == "delete" else sent_keys,
+                gone=sent_keys if action == "delete" else [],
+                sent={k.encode(): batch[k.encode()] for k in (*sent_keys, *done)},
+            )
             self._observe_propagation(batch, sent_keys)
-        # Keys that needed nothing (deleted before the peer ever held them) leave the outbox too.
-        done = set(keys) - {i.key for items in groups.values() for i in items}
-        if done:
-            await store.ack_sent(self.peer.key, self.operation, {k.encode(): batch[k.encode()] for k in done})
+        if not groups:
+            await store.ack_sent(self.peer.key, self.operation, batch)
 
     def _observe_propagation(self, batch: dict[bytes, bytes], keys: list[str]) -> None:
         if self.operation is not PushOperation.PUSH_EVSE_STATUS:
@@ -219,6 +239,7 @@ class PushLane:
         if not source.documents:
             await store.replace_known(self.peer.key, self.operation, sent)
         await store.ack_sent(self.peer.key, self.operation, snapshot)
+        await store.record_success(self.peer.key, self.operation)
         await store.record_resync(self.peer.key, self.operation)
 
     # ---- one request --------------------------------------------------------------------------
@@ -230,7 +251,7 @@ class PushLane:
         await self.limiter.wait()
         # Renewed before every request: a resync of many chunks outlives one lease period, and a
         # replica that lost its lease (it stalled) must not send alongside the new holder.
-        if not await self._hold_lease():
+        if not await self._renew_lease_if_old():
             raise LaneFailed("lease lost to another replica")
         started = time.perf_counter()
         retry_after = None
@@ -249,7 +270,6 @@ class PushLane:
         PEER_DELIVERY_REQUESTS.labels(self.peer.id, self.operation, outcome).inc()
         if error is None:
             self._next_attempt = 0.0
-            await manager.store.record_success(self.peer.key, self.operation)
             return
         await self._failed(error, len(items), retry_after, conflict)
         raise LaneFailed(error)

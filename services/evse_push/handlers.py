@@ -13,6 +13,7 @@ a day under its event_id, so a redelivery answers the same and never applies twi
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC
@@ -115,18 +116,23 @@ async def set_own_status(
     if changes:
         deps.delivery.wake(operation)
         await deps.delivery_store.notify(operation)
-    for change in changes:
-        await deps.bus.emit_event(
-            EventType.EVSE_STATUS_CHANGED,
-            EvseStatusChanged(
-                evse_id=change.evse_id,
-                operator_id=change.operator_id,
-                status=change.status,
-                previous_status=change.previous_status,
-                changed_at=changed_at,
-            ),
-            correlation_id=correlation_id,
+    # One event per change, published concurrently: the broker confirms them in one go.
+    await asyncio.gather(
+        *(
+            deps.bus.emit_event(
+                EventType.EVSE_STATUS_CHANGED,
+                EvseStatusChanged(
+                    evse_id=change.evse_id,
+                    operator_id=change.operator_id,
+                    status=change.status,
+                    previous_status=change.previous_status,
+                    changed_at=changed_at,
+                ),
+                correlation_id=correlation_id,
+            )
+            for change in changes
         )
+    )
     return changes
 
 

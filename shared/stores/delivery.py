@@ -195,6 +195,33 @@ class DeliveryStore:
     async def release_lease(self, peer_key: str, operation: str, owner: str) -> None:
         await self._release(keys=[self._lease_key(peer_key, operation)], args=[owner])
 
+    async def after_sent(
+        self, peer_key: str, operation: str, held: list[str], gone: list[str], sent: dict[bytes, bytes]
+    ) -> None:
+        """After an acknowledged request, in one round trip: what the peer now holds, the sent records
+        out of the outbox (unless changed meanwhile), and the lane's last success."""
+        known = self._known_key(peer_key, operation)
+        args: list[bytes] = []
+        for field, value in sent.items():
+            args += [field, value]
+        async with self._redis.pipeline(transaction=True) as pipe:
+            if held:
+                pipe.sadd(known, *held)
+            if gone:
+                pipe.srem(known, *gone)
+            if args:
+                await self._ack(keys=[self.pending_key(peer_key, operation)], args=args, client=pipe)
+            pipe.hset(
+                self._state_key(peer_key, operation),
+                mapping={
+                    "last_success": time.time(),
+                    "consecutive_failures": 0,
+                    "next_attempt": "",
+                    "failing_since": "",
+                },
+            )
+            await pipe.execute()
+
     async def record_success(self, peer_key: str, operation: str) -> None:
         await self._redis.hset(
             self._state_key(peer_key, operation),

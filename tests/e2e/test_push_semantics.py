@@ -233,8 +233,10 @@ async def test_cpo_data_and_pricing_reach_the_emp_node(pair: Pair, emp: Emp) -> 
     foreign = {**body, "OperatorEvseData": {**body["OperatorEvseData"], "EvseDataRecord": [evse_record("DE*XYZ*E1")]}}
     assert (await cpo_command(pair, emp.http, "cpo.evse.data.set", foreign))["code"] == "018"
 
-    await wait_until(lambda: names(emp, evses), what="the EMP node holds the CPO's EVSE data")
-    assert await names(emp, evses) == dict.fromkeys(evses, "Station")
+    async def delivered_data() -> bool:
+        return await names(emp, evses) == dict.fromkeys(evses, "Station")
+
+    await wait_until(delivered_data, what="the EMP node holds the CPO's EVSE data")
 
     product = products("fullLoad", ["GEF-AC"])
     product["PricingProductData"]["OperatorID"] = CPO_ID

@@ -1,0 +1,18 @@
+"""The benchmark scenarios, by name. A scenario module provides:
+
+* ``DESCRIPTION`` (one line),
+* ``add_arguments(group)`` its own options, each defaulting to None when the size decides it,
+* ``resolve(args, size)`` fills in what the size (``small`` or ``large``) decides,
+* ``async run(args, artefacts)`` runs the system under test and its baseline, returns a JSON-able dict,
+* ``table(result)`` rows ``(metric, system, baseline, ratio)`` for the printed summary.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from bench.scenarios import status_fanout
+
+SCENARIOS: dict[str, ModuleType] = {
+    "status_fanout": status_fanout,
+}

@@ -1,0 +1,572 @@
+"""status_fanout: a CPO node fans EVSE status changes out to N EMP peers by PushEvseStatus.
+
+System under test: one CPO node as real processes (``python -m shared.node``, own RabbitMQ/Redis name
+prefix), its N peers the sinks, driven through the internal API (``POST /commands/cpo.evse.status.set``,
+``--per-command`` changes per command, 1 by default: one command per change, as a charge point
+backend reports them).
+
+Baseline: the same sinks and the same change schedule, fanned out by a bare aiohttp loop in the
+benchmark's process: one ClientSession, per sink a sequential sender that sends what is pending in
+batches of ``--batch-size``, latest status wins; no broker, no Redis, no validation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import math
+import resource
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import aiohttp
+import orjson
+import redis.asyncio as aioredis
+
+from bench import procstats
+from bench.sinks import SinkControl
+from bench.workload import OPERATOR_ID, Plan, SendLog, Submit, Tracer, drive, percentiles
+from shared.bus.messages import CommandType
+from shared.oicp.operations import OPERATIONS_BY_NAME
+from tests.support.nodes import AMQP_URL, REDIS_URL, NodeProcesses, NodeSpec, cleanup
+
+DESCRIPTION = "EVSE status fan-out: CPO node → N EMP sinks by PushEvseStatus, vs a bare aiohttp fan-out"
+SIZES: dict[str, dict[str, float]] = {
+    "small": {"duration": 20, "drain_timeout": 90},
+    "large": {"duration": 120, "drain_timeout": 300},
+}
+PRIME_CHUNK = 500  # records per command when priming the node (well under the 10,000 limit)
+SAMPLE_S = 0.5  # between two looks at a system's backlogs
+PUSH_PATH = OPERATIONS_BY_NAME["PushEvseStatus"].path.format(operatorID=OPERATOR_ID)
+
+
+def add_arguments(group: argparse._ArgumentGroup) -> None:
+    group.add_argument("--sinks", type=int, default=50, help="EMP sinks, each its own server and peer (50)")
+    group.add_argument("--evses", type=int, default=2000, help="EVSEs the changes cycle over (2000)")
+    group.add_argument("--rate", type=float, default=200.0, help="status changes per second (200)")
+    group.add_argument("--duration", type=float, default=None, help="seconds of changes (small 20, large 120)")
+    group.add_argument("--batch-size", type=int, default=500, help="records per PushEvseStatus, node and baseline")
+    group.add_argument("--per-command", type=int, default=1, help="status changes per internal command (1)")
+    group.add_argument("--max-in-flight", type=int, default=64, help="commands awaiting their answer (64)")
+    group.add_argument("--drain-timeout", type=float, default=None, help="seconds to wait for the sinks to agree")
+    group.add_argument("--log-level", default="INFO", help="the node's log_level (INFO, its default)")
+    group.add_argument("--no-trace", action="store_true", help="do not listen to evse.status.changed")
+
+
+def resolve(args: argparse.Namespace, size: str) -> None:
+    for key, value in SIZES[size].items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+
+
+# ---- one measured phase, common to both systems --------------------------------------------------
+
+
+@dataclass
+class Phase:
+    """What one system did with the plan, and what the sinks saw of it."""
+
+    log: SendLog
+    progress: dict[str, Any]
+    sinks: list[dict[str, Any]]
+    cpu: dict[str, float]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Probe:
+    """Looks inside a system while it is driven: its backlogs every ``SAMPLE_S``, the Redis commands
+    issued meanwhile, and whatever a subclass adds in ``stop()``."""
+
+    def __init__(self) -> None:
+        self.samples: list[dict[str, Any]] = []
+        self.redis = aioredis.from_url(REDIS_URL)
+        self._redis_before: dict[str, Any] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._started = 0.0
+
+    async def start(self) -> None:
+        self._redis_before = await self.redis.info("commandstats")
+        self._started = time.monotonic()
+        self._task = asyncio.create_task(self._sample_forever())
+
+    async def _sample_forever(self) -> None:
+        while True:
+            with contextlib.suppress(Exception):  # a missed sample is no reason to fail the run
+                self.samples.append({"t": round(time.monotonic() - self._started, 2), **await self.sample()})
+            await asyncio.sleep(SAMPLE_S)
+
+    async def sample(self) -> dict[str, Any]:
+        return {}
+
+    async def stop(self) -> dict[str, Any]:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        extra: dict[str, Any] = {"backlog_timeline": self.samples}
+        with contextlib.suppress(Exception):
+            after = await self.redis.info("commandstats")
+            before = {name: int(stats["calls"]) for name, stats in self._redis_before.items()}
+            calls = {name.removeprefix("cmdstat_"): int(v["calls"]) - before.get(name, 0) for name, v in after.items()}
+            # Redis is shared: the counts include whatever else used it meanwhile (the baseline's
+            # count, which uses no Redis, shows how much), and the commands a Lua script runs count
+            # as well as the EVALSHA itself.
+            extra["redis_calls"] = dict(sorted(((k, v) for k, v in calls.items() if v > 0), key=lambda kv: -kv[1]))
+            extra["redis_calls_total"] = sum(extra["redis_calls"].values())
+        with contextlib.suppress(Exception):
+            await self.redis.aclose()
+        return extra
+
+
+async def measure(
+    args: argparse.Namespace,
+    plan: Plan,
+    sinks: SinkControl,
+    submit: Submit,
+    prime: Submit,
+    cpu_pids: dict[int, str],
+    probe: Probe,
+) -> Phase:
+    """Prime every EVSE (and wait until every sink has it), then drive the plan and wait until every
+    sink holds the final state; CPU and the probe cover the drive and the drain only."""
+    await sinks.reset(state=True)
+    await sinks.expect(plan.initial())
+    await prime(list(plan.initial().items()))
+    primed = await sinks.wait_converged(time.monotonic() + args.drain_timeout)
+    if primed["converged_at"] is None:
+        raise RuntimeError(f"the sinks did not get the initial state: {primed}")
+    await sinks.reset()
+    await sinks.expect({})  # nothing to compare while driving: keeps the sinks' bookkeeping cheap
+    await probe.start()
+    meter = procstats.CpuMeter(cpu_pids)
+    meter.start()
+    own_cpu = _own_cpu()
+    try:
+        log = await drive(plan, submit, args.per_command, args.max_in_flight)
+        await sinks.expect(log.final_state(plan.initial()))
+        progress = await sinks.wait_converged(time.monotonic() + args.drain_timeout)
+    finally:
+        extra = await probe.stop()
+    cpu = meter.stop()
+    cpu["bench process"] = round(_own_cpu() - own_cpu, 2)
+    cpu["others"] = round(cpu["machine"] - sum(v for k, v in cpu.items() if k != "machine"), 2)
+    return Phase(log, progress, await sinks.dump(), cpu, extra)
+
+
+def _own_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def summarise(plan: Plan, phase: Phase) -> dict[str, Any]:
+    log, tracer = phase.log, Tracer(phase.log)
+    acked = [i for i, t in enumerate(log.acked_at) if not math.isnan(t)]
+    sent = [t for t in log.sent_at if not math.isnan(t)]
+    latencies: list[float] = []
+    unmatched = 0
+    worst_sink_p99: float | None = None
+    last_receipt = 0.0
+    requests = records = max_batch = 0
+    for sink in phase.sinks:
+        found, missing = tracer.latencies(sink["records"])
+        latencies += found
+        unmatched += missing
+        p99 = percentiles(found)["p99"]
+        if p99 is not None and (worst_sink_p99 is None or p99 > worst_sink_p99):
+            worst_sink_p99 = p99
+        if sink["records"]:
+            last_receipt = max(last_receipt, sink["records"][-1][2])
+        requests += len(sink["batches"])
+        records += len(sink["records"])
+        max_batch = max([max_batch, *sink["batches"]])
+    window = max(1e-9, last_receipt - sent[0]) if sent and last_receipt else math.nan
+    drive_s = max(1e-9, sent[-1] - sent[0]) if len(sent) > 1 else math.nan
+    possible = len(acked) * len(phase.sinks)
+    converged = phase.progress["converged_at"] is not None and phase.progress["behind_records"] == 0
+    return {
+        "changes_planned": len(plan),
+        "commands": log.commands,
+        "command_failures": log.failures,
+        "command_errors": log.errors,
+        "changes_per_s_offered": round((len(sent) - 1) / drive_s, 1) if len(sent) > 1 else None,
+        "send_lateness_ms": percentiles(log.lateness),
+        "command_ack_ms": percentiles([log.acked_at[i] - log.sent_at[i] for i in acked]),
+        "latency_ms": percentiles(latencies),
+        "worst_sink_p99_ms": worst_sink_p99,
+        "records_received": records,
+        "records_attributed": len(latencies),
+        "records_unattributed": unmatched,
+        "delivered_fraction": round(records / possible, 4) if possible else None,
+        "requests": requests,
+        "records_per_request_mean": round(records / requests, 2) if requests else None,
+        "records_per_request_max": max_batch,
+        "window_s": round(window, 3),
+        "records_per_s": round(records / window, 1) if records else 0.0,
+        "requests_per_s": round(requests / window, 1) if requests else 0.0,
+        "drain_s": round(last_receipt - sent[-1], 3) if sent and last_receipt else None,
+        "final_state_ok": converged,
+        "final_state_behind_records": phase.progress["behind_records"],
+        "final_state_behind_sinks": phase.progress["behind_sinks"],
+        "cpu_seconds": phase.cpu,
+        "timeline": timeline(phase, tracer, log.started),
+        "backlog_peak": backlog_peak(phase.extra.get("backlog_timeline", [])),
+        **phase.extra,
+    }
+
+
+def backlog_peak(samples: list[dict[str, Any]]) -> dict[str, int]:
+    peak: dict[str, int] = {}
+    for sample in samples:
+        for key, value in sample.items():
+            if key != "t":
+                peak[key] = max(peak.get(key, 0), value)
+    return peak
+
+
+def timeline(phase: Phase, tracer: Tracer, start: float) -> list[dict[str, Any]]:
+    """Per second of receipt: records, requests, p99 and max latency; shows whether a backlog grows."""
+    buckets: dict[int, list[float]] = {}
+    requests: dict[int, int] = {}
+    for sink in phase.sinks:
+        previous = None
+        for evse, status, at in sink["records"]:
+            second = int(at - start)
+            latency = tracer.latency(evse, status, at)
+            buckets.setdefault(second, []).append(latency if latency is not None else math.nan)
+            if at != previous:  # the records of one request share its receipt time
+                requests[second] = requests.get(second, 0) + 1
+                previous = at
+    rows = []
+    for second in sorted(buckets):
+        values = [v for v in buckets[second] if not math.isnan(v)]
+        stats = percentiles(values)
+        rows.append(
+            {
+                "second": second,
+                "records": len(buckets[second]),
+                "requests": requests.get(second, 0),
+                "p50_ms": stats["p50"],
+                "p99_ms": stats["p99"],
+                "max_ms": stats["max"],
+            }
+        )
+    return rows
+
+
+# ---- the node ----------------------------------------------------------------------------------
+
+
+class NodeProbe(Probe):
+    """The node's backlogs (commands waiting in RabbitMQ, records waiting in the lanes' outboxes),
+    the Redis commands issued meanwhile, and the node's ``evse.status.changed`` events (published by
+    evse_push after a change is stored and queued), which split a record's latency in two."""
+
+    def __init__(self, spec: NodeSpec, trace: bool) -> None:
+        super().__init__()
+        self.spec = spec
+        self.trace = trace
+        self.seen: list[tuple[str, str, float]] = []
+        self._connection: aio_pika.abc.AbstractRobustConnection | None = None
+        self._channel: aio_pika.abc.AbstractChannel | None = None
+        self._outboxes: list[str] = []
+
+    async def start(self) -> None:
+        self._connection = await aio_pika.connect_robust(AMQP_URL)
+        self._channel = await self._connection.channel()
+        if self.trace:
+            channel = await self._connection.channel()
+            # Exclusive and auto-delete: it disappears with the connection, whatever happens to the run.
+            queue = await channel.declare_queue("", exclusive=True, auto_delete=True)
+            await queue.bind(self.spec.topology.events.name, routing_key="evse.status.changed")
+            await queue.consume(self._on_event, no_ack=True)
+        with contextlib.suppress(Exception):  # the outbox layout is the store's business: skip if it moved
+            from shared.settings import PeerConfig
+            from shared.stores.delivery import DeliveryStore
+            from shared.stores.redis import KeySpace
+
+            store = DeliveryStore(self.redis, KeySpace(self.spec.config()["redis"]["key_prefix"]))
+            self._outboxes = [
+                store.pending_key(PeerConfig.model_validate(p).key, "PushEvseStatus") for p in self.spec.peers
+            ]
+        await super().start()
+
+    async def _on_event(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        now = time.monotonic()
+        data = orjson.loads(message.body)["data"]
+        self.seen.append((data["evse_id"], data["status"], now))
+
+    async def sample(self) -> dict[str, Any]:
+        assert self._channel is not None
+        # On the underlying channel: aio_pika's own passive declare answers with a cached count.
+        channel = await self._channel.get_underlay_channel()
+        queue = await channel.queue_declare(
+            self.spec.topology.command_queue(CommandType.CPO_EVSE_STATUS_SET).name, passive=True
+        )
+        result: dict[str, Any] = {"commands_queued": queue.message_count}
+        if self._outboxes:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for key in self._outboxes:
+                    pipe.hlen(key)
+                sizes = await pipe.execute()
+            result |= {"outbox_total": sum(sizes), "outbox_max": max(sizes)}
+        return result
+
+    async def stop(self) -> dict[str, Any]:
+        extra = await super().stop()
+        if self._connection:
+            with contextlib.suppress(Exception):
+                await self._connection.close()
+        return extra
+
+
+def node_peers(sinks: SinkControl, batch_size: int) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": f"DE-{index:03d}",
+            "role": "emp",
+            "base_url": sinks.url(index),
+            "inbound_token": f"bench-sink-{index:03d}-calls-cpo",
+            "outbound_token": f"bench-cpo-calls-sink-{index:03d}",
+            "push": ["PushEvseStatus"],
+            "batch_size": batch_size,
+        }
+        for index in range(sinks.count)
+    ]
+
+
+async def run_node(args: argparse.Namespace, plan: Plan, sinks: SinkControl, artefacts: Path) -> dict[str, Any]:
+    spec = NodeSpec(
+        "bench",
+        operator_ids=[OPERATOR_ID],
+        peers=node_peers(sinks, args.batch_size),
+        # The delivery settings of a production config (the test support's are tuned for fast retries).
+        extra={"delivery": {}, "log_level": args.log_level},
+    )
+    workdir = Path(tempfile.mkdtemp(prefix="bench-node-"))
+    processes = NodeProcesses([spec], workdir)
+    probe = NodeProbe(spec, trace=not args.no_trace)
+    result: dict[str, Any] = {}
+    try:
+        started = time.monotonic()
+        await processes.start(timeout=120)
+        assert processes.process is not None
+        services = {pid: procstats.label(pid) for pid in procstats.descendants(processes.process.pid)}
+        result["startup_s"] = round(time.monotonic() - started, 2)
+        url = f"{spec.internal_url}/commands/cpo.evse.status.set"
+        headers = {"Authorization": f"Bearer {spec.internal_token}", "Content-Type": "application/json"}
+        connector = aiohttp.TCPConnector(limit=args.max_in_flight + 4)
+        async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as http:
+
+            async def submit(records: list[tuple[str, str]]) -> None:
+                body = orjson.dumps({"records": [{"EvseID": e, "EvseStatus": s} for e, s in records]})
+                async with http.post(url, data=body, headers=headers) as response:
+                    text = await response.read()
+                    if response.status != 202:
+                        raise RuntimeError(f"HTTP {response.status}: {text[:200]!r}")
+
+            async def prime(records: list[tuple[str, str]]) -> None:
+                for start in range(0, len(records), PRIME_CHUNK):
+                    await submit(records[start : start + PRIME_CHUNK])
+
+            cpu_pids = {**services, **procstats.shared_services(), sinks.pid: "sinks"}
+            phase = await measure(args, plan, sinks, submit, prime, cpu_pids, probe)
+            async with http.get(f"{spec.internal_url}/delivery", headers=headers) as response:
+                lanes = orjson.loads(await response.read()) if response.status == 200 else []
+        phase.extra["peak_rss_mib"] = {
+            name: round((procstats.peak_rss_kib(pid) or 0) / 1024, 1) for pid, name in services.items()
+        }
+        phase.extra["peak_rss_mib_total"] = round(sum(phase.extra["peak_rss_mib"].values()), 1)
+        phase.extra["lanes_backlog_after"] = sum(int(lane.get("backlog") or 0) for lane in lanes)
+        phase.extra["lanes_with_errors"] = sum(1 for lane in lanes if lane.get("last_error"))
+        if probe.seen:
+            stored, _ = Tracer(phase.log).latencies(probe.seen)
+            phase.extra["changed_event_ms"] = percentiles(stored)
+            phase.extra["changed_events"] = len(probe.seen)
+        result.update(summarise(plan, phase))
+        return result
+    finally:
+        processes.stop()
+        await cleanup([spec])
+        with contextlib.suppress(OSError):
+            shutil.copy(processes.log_path, artefacts.with_suffix(".node.log"))
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+# ---- the baseline --------------------------------------------------------------------------------
+
+
+class BaselineLane:
+    """One sink's sender: sequential, batches what is pending, latest status wins."""
+
+    def __init__(self, http: aiohttp.ClientSession, url: str, token: str, batch_size: int) -> None:
+        self.http = http
+        self.url = url + PUSH_PATH
+        self.headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        self.batch_size = batch_size
+        self.pending: dict[str, str] = {}
+        self.wake = asyncio.Event()
+        self.failures = 0
+        self.task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            await self.wake.wait()
+            self.wake.clear()
+            while self.pending:
+                batch = dict(itertools.islice(self.pending.items(), self.batch_size))
+                body = orjson.dumps(
+                    {
+                        "ActionType": "update",
+                        "OperatorEvseStatus": {
+                            "OperatorID": OPERATOR_ID,
+                            "EvseStatusRecord": [{"EvseID": e, "EvseStatus": s} for e, s in batch.items()],
+                        },
+                    }
+                )
+                try:
+                    async with self.http.post(self.url, data=body, headers=self.headers) as response:
+                        answer = await response.read()
+                        ok = response.status == 200 and orjson.loads(answer).get("Result") is True
+                except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError):
+                    ok = False
+                if not ok:
+                    self.failures += 1
+                    await asyncio.sleep(0.2)
+                    continue
+                # Compare-and-delete, as the node's outbox does: a change that came in meanwhile stays.
+                for evse, status in batch.items():
+                    if self.pending.get(evse) == status:
+                        del self.pending[evse]
+
+    def add(self, records: list[tuple[str, str]]) -> None:
+        self.pending.update(records)
+        self.wake.set()
+
+
+class BaselineProbe(Probe):
+    def __init__(self, lanes: list[BaselineLane]) -> None:
+        super().__init__()
+        self.lanes = lanes
+
+    async def sample(self) -> dict[str, Any]:
+        sizes = [len(lane.pending) for lane in self.lanes]
+        return {"outbox_total": sum(sizes), "outbox_max": max(sizes)}
+
+
+async def run_baseline(args: argparse.Namespace, plan: Plan, sinks: SinkControl, artefacts: Path) -> dict[str, Any]:
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=10)) as http:
+        lanes = [
+            BaselineLane(http, sinks.url(i), f"bench-cpo-calls-sink-{i:03d}", args.batch_size)
+            for i in range(sinks.count)
+        ]
+
+        async def submit(records: list[tuple[str, str]]) -> None:
+            for lane in lanes:
+                lane.add(records)
+
+        try:
+            cpu_pids = {sinks.pid: "sinks", **procstats.shared_services()}
+            phase = await measure(args, plan, sinks, submit, submit, cpu_pids, BaselineProbe(lanes))
+        finally:
+            for lane in lanes:
+                lane.task.cancel()
+            await asyncio.gather(*(lane.task for lane in lanes), return_exceptions=True)
+    phase.extra["send_failures"] = sum(lane.failures for lane in lanes)
+    return summarise(plan, phase)
+
+
+# ---- the scenario --------------------------------------------------------------------------------
+
+
+async def run(args: argparse.Namespace, artefacts: Path) -> dict[str, Any]:
+    plan = Plan(args.evses, args.rate, args.duration)
+    params = {
+        "sinks": args.sinks,
+        "evses": args.evses,
+        "rate": args.rate,
+        "duration": args.duration,
+        "batch_size": args.batch_size,
+        "per_command": args.per_command,
+        "max_in_flight": args.max_in_flight,
+        "node_log_level": args.log_level,
+        "changes": len(plan),
+        "identification_window_s": plan.identification_window_s,
+        "command_path": "HTTP internal API, POST /commands/cpo.evse.status.set",
+    }
+    sinks = SinkControl(args.sinks)
+    await sinks.start()
+    try:
+        node = await run_node(args, plan, sinks, artefacts)
+        baseline = await run_baseline(args, plan, sinks, artefacts)
+    finally:
+        await sinks.stop()
+
+    def ratio(key: str, sub: str | None = None) -> float | None:
+        a, b = (node[key][sub], baseline[key][sub]) if sub else (node[key], baseline[key])
+        return round(a / b, 2) if a is not None and b else None
+
+    return {
+        "params": params,
+        "node": node,
+        "baseline": baseline,
+        "ratios": {
+            "p50": ratio("latency_ms", "p50"),
+            "p99": ratio("latency_ms", "p99"),
+            "throughput": ratio("records_per_s"),
+            "requests_per_s": ratio("requests_per_s"),
+        },
+    }
+
+
+def table(result: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    node, base, ratios = result["node"], result["baseline"], result["ratios"]
+
+    def fmt(value: Any) -> str:
+        if value is None:
+            return "-"
+        if isinstance(value, float):
+            return f"{value:,.2f}" if abs(value) < 100 else f"{value:,.0f}"
+        return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
+
+    def ratio(value: float | None) -> str:
+        return f"{value:.2f}x" if value is not None else ""
+
+    rows = [
+        ("latency p50 ms", fmt(node["latency_ms"]["p50"]), fmt(base["latency_ms"]["p50"]), ratio(ratios["p50"])),
+        ("latency p95 ms", fmt(node["latency_ms"]["p95"]), fmt(base["latency_ms"]["p95"]), ""),
+        ("latency p99 ms", fmt(node["latency_ms"]["p99"]), fmt(base["latency_ms"]["p99"]), ratio(ratios["p99"])),
+        ("latency max ms", fmt(node["latency_ms"]["max"]), fmt(base["latency_ms"]["max"]), ""),
+        ("worst sink p99 ms", fmt(node["worst_sink_p99_ms"]), fmt(base["worst_sink_p99_ms"]), ""),
+        ("records/s delivered", fmt(node["records_per_s"]), fmt(base["records_per_s"]), ratio(ratios["throughput"])),
+        ("requests/s", fmt(node["requests_per_s"]), fmt(base["requests_per_s"]), ratio(ratios["requests_per_s"])),
+        ("records/request", fmt(node["records_per_request_mean"]), fmt(base["records_per_request_mean"]), ""),
+        ("delivered fraction", fmt(node["delivered_fraction"]), fmt(base["delivered_fraction"]), ""),
+        ("changes/s offered", fmt(node["changes_per_s_offered"]), fmt(base["changes_per_s_offered"]), ""),
+        ("drain after last change s", fmt(node["drain_s"]), fmt(base["drain_s"]), ""),
+        ("first change → last receipt s", fmt(node["window_s"]), fmt(base["window_s"]), ""),
+        ("final state on every sink", fmt(node["final_state_ok"]), fmt(base["final_state_ok"]), ""),
+        ("command failures", fmt(node["command_failures"]), fmt(base["command_failures"]), ""),
+        ("command ack p99 ms", fmt(node["command_ack_ms"]["p99"]), "", ""),
+    ]
+    if "changed_event_ms" in node:
+        rows.append(("evse.status.changed p99 ms", fmt(node["changed_event_ms"]["p99"]), "", ""))
+    node_peak, base_peak = node["backlog_peak"], base["backlog_peak"]
+    rows.append(("commands queued in RabbitMQ, peak", fmt(node_peak.get("commands_queued")), "", ""))
+    rows.append(("outbox records, peak", fmt(node_peak.get("outbox_total")), fmt(base_peak.get("outbox_total")), ""))
+    redis_calls = fmt(node.get("redis_calls_total")), fmt(base.get("redis_calls_total"))
+    rows.append(("Redis calls, all clients", *redis_calls, ""))
+    if node.get("redis_calls_total") and node["requests"]:
+        rows.append(("  per node request", fmt(round(node["redis_calls_total"] / node["requests"], 1)), "", ""))
+    rows.append(("peak RSS node MiB (sum)", fmt(node.get("peak_rss_mib_total")), "", ""))
+    cpu_names = sorted(set(node["cpu_seconds"]) | set(base["cpu_seconds"]))
+    for name in cpu_names:
+        rows.append((f"CPU s {name}", fmt(node["cpu_seconds"].get(name)), fmt(base["cpu_seconds"].get(name)), ""))
+    return rows
