@@ -8,7 +8,7 @@ first attempt may have stored the change and then failed to publish.
 Commands that carry a ``reply_to`` (the gateway's OICP pushes, an internal system that wants the
 outcome) get a CommandReply: 000 once stored, 009 with the conflicting records when an insert or
 update is refused, 017/018 when the IDs are not the node's. A processed command's reply is kept for
-a day under its event_id, so a redelivery answers the same and never applies twice.
+an hour under its event_id, so a redelivery answers the same and never applies twice.
 """
 
 from __future__ import annotations
@@ -56,7 +56,9 @@ from shared.stores.push import ApplyResult
 
 logger = logging.getLogger(__name__)
 
-REPLY_RETENTION_SECONDS = 86_400
+# Long enough for any redelivery (a crashed consumer's messages come back at once or when a
+# consumer returns); short enough that a busy peer's pushes do not pile up keys.
+REPLY_RETENTION_SECONDS = 3_600
 
 
 def refused(code: StatusCodeValue, info: str) -> CommandReply:
