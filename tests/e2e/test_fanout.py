@@ -43,6 +43,9 @@ BACKOFF_MAX_SECONDS = 1.0
 RATE_LIMITED = 3  # this peer is configured with a rate limit
 RATE_LIMITED_RPS = 4.0
 RETRY_AFTER_SECONDS = 2.0
+SHORT_TIMEOUT = 5  # this peer is configured with a short timeout
+SHORT_TIMEOUT_SECONDS = 1.0
+BATCH_SIZE = 25
 PAUSE = 0.05  # between two status commands of the stream
 
 
@@ -78,9 +81,10 @@ async def fan(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Fan]:
             "base_url": sink.url,
             "inbound_token": f"{sink.name}-token",
             "push": ["PushEvseStatus", "PushEvseData"],
-            "batch_size": 25,
+            "batch_size": BATCH_SIZE,
             "timeout_seconds": 10,
             **({"max_requests_per_second": RATE_LIMITED_RPS} if sink is sinks[RATE_LIMITED] else {}),
+            **({"timeout_seconds": SHORT_TIMEOUT_SECONDS} if sink is sinks[SHORT_TIMEOUT] else {}),
         }
         for sink in sinks
     ]
@@ -211,6 +215,7 @@ async def test_fan_out_isolates_down_and_slow_peers_and_resyncs(fan: Fan) -> Non
 
     for sink in fan.sinks:
         assert dict(sink.max_in_flight) == {"PushEvseStatus": 1, "PushEvseData": 1}, (sink.name, sink.max_in_flight)
+        assert max(records_in(op, body) for _, op, body in sink.requests) <= BATCH_SIZE
         assert sink.refusals == 0, f"{sink.name} had to refuse pushes that broke ActionType semantics"
     slow.delay = 0.0
 
@@ -300,3 +305,26 @@ async def test_rate_limit_and_retry_after_are_honoured(fan: Fan) -> None:
 
 def throttling_names(sink: OicpSink) -> dict[str, str]:
     return {k: v["ChargingStationNames"][0]["value"] for k, v in sink.held["PushEvseData"].items()}
+
+
+def records_in(operation: str, body: dict[str, Any]) -> int:
+    if operation == "PushEvseStatus":
+        return len(body["OperatorEvseStatus"]["EvseStatusRecord"])
+    return len(body["OperatorEvseData"]["EvseDataRecord"])
+
+
+async def test_a_peer_slower_than_its_timeout_fails_then_recovers(fan: Fan) -> None:
+    sink = fan.sinks[SHORT_TIMEOUT]
+    sink.delay = SHORT_TIMEOUT_SECONDS * 2
+    statuses = dict(fan.sinks[2].statuses)
+    evse = sorted(statuses)[0]
+    statuses[evse] = next(s for s in STATUSES if s != statuses[evse])
+    await fan.set_statuses([(evse, statuses[evse])])
+
+    async def timed_out() -> bool:
+        lanes = {(lane["peer_id"], lane["operation"]): lane for lane in await fan.delivery()}
+        return "timeout" in (lanes[(sink.name, "PushEvseStatus")]["last_error"] or "")
+
+    await wait_until(timed_out, what="the lane records the timeout")
+    sink.delay = 0.0
+    await wait_until(lambda: sink.statuses == statuses, what="the peer gets the status once it answers in time")

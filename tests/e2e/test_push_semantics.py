@@ -240,13 +240,26 @@ async def test_cpo_data_and_pricing_reach_the_emp_node(pair: Pair, emp: Emp) -> 
 
     product = products("fullLoad", ["GEF-AC"])
     product["PricingProductData"]["OperatorID"] = CPO_ID
-    assert (await cpo_command(pair, emp.http, "cpo.pricing.products.set", product))["ok"]
     pricing = {
         "ActionType": "fullLoad",
         "OperatorID": CPO_ID,
         "EVSEPricing": [{"EvseID": evses[0], "ProviderID": EMP_ID, "EvseIDProductList": ["GEF-AC"]}],
     }
-    assert (await cpo_command(pair, emp.http, "cpo.evse.pricing.set", pricing))["ok"]
+    async with (
+        EventTap(pair.cpo.topology.events.name, "evse.pricing.changed") as cpo_events,
+        EventTap(pair.cpo.topology.events.name, "pricing.products.changed") as product_events,
+        EventTap(pair.emp.topology.events.name, "#.received") as emp_events,
+    ):
+        assert (await cpo_command(pair, emp.http, "cpo.pricing.products.set", product))["ok"]
+        assert (await cpo_command(pair, emp.http, "cpo.evse.pricing.set", pricing))["ok"]
+        # each change is a fact on the CPO node, and the EMP node tells its systems what it received
+        await wait_until(lambda: product_events.events and cpo_events.events, what="pricing events at the CPO")
+        assert product_events.events[0]["data"]["product_ids"] == ["GEF-AC"]
+        assert cpo_events.events[0]["data"]["records"][0]["EvseID"] == evses[0]
+        await wait_until(
+            lambda: {"pricing.products.received", "evse.pricing.received"} <= {e["type"] for e in emp_events.events},
+            what="pricing received at the EMP node",
+        )
 
     redis, product_store, pricing_store = roaming_stores()
     async with redis:
