@@ -1,0 +1,96 @@
+"""The session ledger against the real Redis: the state machine, a late confirmation adopted after a
+timeout, idempotent repeats, indexes by state and EVSE, and sessions waiting for their CDR."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+import redis.asyncio as aioredis
+
+from shared.stores.redis import KeySpace
+from shared.stores.sessions import InvalidTransition, Session, SessionLedger, SessionState, UnknownSession
+from tests.support.nodes import REDIS_URL, RUN_ID
+
+S = SessionState
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def ledger() -> AsyncIterator[SessionLedger]:
+    prefix = f"{RUN_ID}:ledger-{uuid.uuid4().hex[:6]}:"
+    redis = aioredis.from_url(REDIS_URL)
+    yield SessionLedger(redis, KeySpace(prefix))
+    keys = [k async for k in redis.scan_iter(match=prefix + "*", count=1000)]
+    if keys:
+        await redis.delete(*keys)
+    await redis.aclose()
+
+
+def new_session(evse: str = "DE*GEF*E1") -> Session:
+    return Session(session_id=str(uuid.uuid4()), role="emp", state=S.REQUESTED, evse_id=evse, peer_id="DE*GEF")
+
+
+async def test_create_once_then_the_id_is_taken(ledger: SessionLedger) -> None:
+    session = new_session()
+    created, stored = await ledger.create(session)
+    assert created and stored.state is S.REQUESTED
+    again, existing = await ledger.create(Session(session_id=session.session_id, role="emp", state=S.STARTED))
+    assert not again and existing.state is S.REQUESTED and existing.evse_id == session.evse_id
+
+
+async def test_lifecycle_and_history(ledger: SessionLedger) -> None:
+    session = new_session()
+    await ledger.create(session, note="remote start sent")
+    for state in (S.STARTED, S.CHARGING, S.CHARGING, S.ENDED, S.CDR_RECEIVED):
+        stored, _ = await ledger.transition(session.session_id, state)
+        assert stored.state is state
+    stored = await ledger.get(session.session_id)
+    assert stored is not None and stored.ended_at is not None
+    assert [h["state"] for h in await ledger.history(session.session_id)] == [
+        "requested",
+        "started",
+        "charging",
+        "charging",
+        "ended",
+        "cdr_received",
+    ]
+
+
+async def test_a_late_confirmation_after_a_timeout_is_adopted(ledger: SessionLedger) -> None:
+    session = new_session()
+    await ledger.create(session)
+    await ledger.transition(session.session_id, S.ERROR, note="no answer within the deadline")
+    stored, previous = await ledger.transition(session.session_id, S.STARTED, note="late confirmation")
+    assert stored.state is S.STARTED and previous is S.ERROR
+
+
+async def test_transitions_the_machine_forbids(ledger: SessionLedger) -> None:
+    session = new_session()
+    await ledger.create(session)
+    await ledger.transition(session.session_id, S.STARTED)
+    with pytest.raises(InvalidTransition):
+        await ledger.transition(session.session_id, S.REFUSED)
+    await ledger.transition(session.session_id, S.ENDED)
+    with pytest.raises(InvalidTransition):
+        await ledger.transition(session.session_id, S.CHARGING)
+    with pytest.raises(UnknownSession):
+        await ledger.transition(str(uuid.uuid4()), S.STARTED)
+
+
+async def test_indexes_and_sessions_without_cdr(ledger: SessionLedger) -> None:
+    evse = f"DE*GEF*E{uuid.uuid4().hex[:4]}"
+    first, second = new_session(evse), new_session(evse)
+    for s in (first, second):
+        await ledger.create(s)
+        await ledger.transition(s.session_id, S.ENDED)
+    await ledger.transition(second.session_id, S.CDR_RECEIVED)
+    assert {s.session_id for s in await ledger.by_evse(evse)} == {first.session_id, second.session_id}
+    waiting = {s.session_id for s in await ledger.without_cdr(older_than_seconds=0)}
+    assert first.session_id in waiting and second.session_id not in waiting
+    assert first.session_id not in {s.session_id for s in await ledger.without_cdr(older_than_seconds=3600)}
+    assert first.session_id in {s.session_id for s in await ledger.by_state(S.ENDED)}
+    counts = await ledger.count_by_state()
+    assert counts["ended"] >= 1 and counts["cdr_received"] >= 1
