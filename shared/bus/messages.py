@@ -40,6 +40,30 @@ class CommandType(StrEnum):
     EMP_EVSE_PRICING_INGEST = "emp.evse.pricing.ingest"
 
 
+class InternalRequest(StrEnum):
+    """Requests the node sends to its internal systems on the ``oicp.requests`` exchange, by
+    request/reply (``reply_to``, a deadline in the ``x-deadline`` header and the AMQP expiration).
+    The system binds its own queue to the routing key; if none is bound, the node applies its
+    fallback at once. Body: the envelope of the request; reply: a JSON object (see each payload)."""
+
+    CPO_BACKEND_REMOTE_START = "cpo.backend.remote_start"
+    CPO_BACKEND_REMOTE_STOP = "cpo.backend.remote_stop"
+    CPO_BACKEND_RESERVATION_START = "cpo.backend.reservation_start"
+    CPO_BACKEND_RESERVATION_STOP = "cpo.backend.reservation_stop"
+    EMP_DECIDER_AUTHORIZE_START = "emp.decider.authorize_start"
+
+
+class BackendReply(BaseModel):
+    """The charge point backend's answer to a remote start/stop or reservation request: accepted, or
+    refused with the OICP code to pass on (501, 510, 601, 602, 603, 700, ...)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    accepted: bool
+    code: StatusCodeValue = StatusCodeValue.SUCCESS
+    info: str | None = None
+
+
 class EventType(StrEnum):
     EVSE_STATUS_CHANGED = "evse.status.changed"
     EVSE_STATUS_RECEIVED = "evse.status.received"

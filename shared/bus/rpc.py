@@ -18,11 +18,13 @@ import contextlib
 import logging
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aio_pika
 import orjson
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel, AbstractRobustConnection
+from aiormq.exceptions import PublishError
 
 from shared.bus.client import BusUnavailable
 from shared.bus.envelope import Envelope
@@ -33,6 +35,12 @@ logger = logging.getLogger(__name__)
 
 DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
 DEADLINE_HEADER = "x-deadline"
+#: How long a reply that missed its deadline is still recognised (and handed to on_late_reply).
+LATE_REPLY_WINDOW_SECONDS = 3600.0
+
+
+class NoResponder(BusUnavailable):
+    """No queue is bound for the request: no internal system takes it (use the fallback)."""
 
 
 class RequestTimeout(BusUnavailable):
@@ -56,9 +64,12 @@ class RpcClient:
         self._connection_name = connection_name
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractRobustChannel | None = None
-        self._exchange: aio_pika.abc.AbstractExchange | None = None
         self._waiting: dict[str, asyncio.Future[bytes]] = {}
+        self._late: dict[str, float] = {}  # request id → when its deadline passed
+        self._exchanges: dict[str, aio_pika.abc.AbstractExchange] = {}
         self._lock = asyncio.Lock()
+        #: Called with (request id, reply) for a reply that arrived after its deadline.
+        self.on_late_reply: Callable[[str, dict[str, Any]], Awaitable[None]] | None = None
 
     async def start(self) -> None:
         self._connection = await aio_pika.connect_robust(
@@ -67,27 +78,30 @@ class RpcClient:
         # After a reconnect the broker has forgotten the direct reply-to consumer (publishing then
         # fails with "fast reply consumer does not exist"): open a fresh channel and consume again.
         self._connection.reconnect_callbacks.add(lambda *_: self._invalidate())
-        await self._prepare()
+        await self._prepare(self._topology.commands.name)
 
     def _invalidate(self) -> None:
-        self._exchange = None
+        self._exchanges = {}
 
-    async def _prepare(self) -> aio_pika.abc.AbstractExchange:
+    async def _prepare(self, exchange_name: str) -> aio_pika.abc.AbstractExchange:
         async with self._lock:
-            if self._exchange is not None and self._channel is not None and not self._channel.is_closed:
-                return self._exchange
-            assert self._connection is not None
-            if self._channel is not None:
-                with contextlib.suppress(Exception):
-                    await self._channel.close()
-            channel = await self._connection.channel(publisher_confirms=True, on_return_raises=True)
-            # Consuming the pseudo-queue (no_ack, same channel as the publishes) is what enables
-            # direct reply-to.
-            reply_queue = await channel.get_queue(DIRECT_REPLY_TO, ensure=False)
-            await reply_queue.consume(self._on_reply, no_ack=True)
-            self._channel = channel  # type: ignore[assignment]
-            self._exchange = await channel.get_exchange(self._topology.commands.name, ensure=False)
-            return self._exchange
+            ready = self._exchanges and self._channel is not None and not self._channel.is_closed
+            if not ready:
+                assert self._connection is not None
+                if self._channel is not None:
+                    with contextlib.suppress(Exception):
+                        await self._channel.close()
+                channel = await self._connection.channel(publisher_confirms=True, on_return_raises=True)
+                # Consuming the pseudo-queue (no_ack, same channel as the publishes) is what enables
+                # direct reply-to.
+                reply_queue = await channel.get_queue(DIRECT_REPLY_TO, ensure=False)
+                await reply_queue.consume(self._on_reply, no_ack=True)
+                self._channel = channel  # type: ignore[assignment]
+                self._exchanges = {}
+            if exchange_name not in self._exchanges:
+                assert self._channel is not None
+                self._exchanges[exchange_name] = await self._channel.get_exchange(exchange_name, ensure=False)
+            return self._exchanges[exchange_name]
 
     async def close(self) -> None:
         for future in self._waiting.values():
@@ -97,9 +111,23 @@ class RpcClient:
                 await self._connection.close()
 
     async def _on_reply(self, message: AbstractIncomingMessage) -> None:
-        future = self._waiting.get(message.correlation_id or "")
+        request_id = message.correlation_id or ""
+        future = self._waiting.get(request_id)
         if future is not None and not future.done():
             future.set_result(message.body)
+        elif self._late.pop(request_id, None) is not None and self.on_late_reply is not None:
+            # The answer came after the deadline: the caller has answered its partner already, but
+            # the fact itself (a charge point did start) must not be lost.
+            try:
+                await self.on_late_reply(request_id, orjson.loads(message.body))
+            except Exception:
+                logger.exception("late reply %s could not be handled", request_id)
+        self._forget_old_late()
+
+    def _forget_old_late(self) -> None:
+        cutoff = time.monotonic() - LATE_REPLY_WINDOW_SECONDS
+        for request_id in [r for r, at in self._late.items() if at < cutoff]:
+            del self._late[request_id]
 
     async def request(
         self,
@@ -108,40 +136,66 @@ class RpcClient:
         timeout: float,  # noqa: ASYNC109 - the deadline is also sent with the message
         correlation_id: str | None = None,
     ) -> CommandReply:
-        """Send a command and wait for its worker's reply; BusUnavailable/RequestTimeout otherwise."""
+        """Send a command to its worker and wait for the reply; BusUnavailable/RequestTimeout otherwise."""
+        envelope: Envelope[Any] = Envelope(type=command.value, node=self._node, data=payload)
+        raw = await self.ask(
+            self._topology.commands.name,
+            command.value,
+            envelope.model_dump(mode="json", by_alias=True),
+            timeout,
+            message_id=str(envelope.event_id),
+            correlation_id=correlation_id,
+        )
+        return CommandReply.model_validate(raw)
+
+    async def ask(
+        self,
+        exchange_name: str,
+        routing_key: str,
+        body: dict[str, Any],
+        timeout: float,  # noqa: ASYNC109 - the deadline is also sent with the message
+        *,
+        request_id: str | None = None,
+        message_id: str | None = None,
+        correlation_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Publish ``body`` with reply_to and wait for the JSON reply until the deadline.
+
+        NoResponder if no queue is bound for the routing key (no internal system listens), RequestTimeout
+        if nobody answered in time (a later reply goes to ``on_late_reply``), BusUnavailable otherwise."""
         if self._connection is None:
             raise BusUnavailable("request/reply client not started")
-        envelope: Envelope[Any] = Envelope(type=command.value, node=self._node, data=payload)
-        body = orjson.dumps(envelope.model_dump(mode="json", by_alias=True))
-        request_id = str(uuid.uuid4())
+        request_id = request_id or str(uuid.uuid4())
         deadline = time.time() + timeout
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._waiting[request_id] = future
         message = aio_pika.Message(
-            body,
+            orjson.dumps(body),
             content_type="application/json",
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             correlation_id=request_id,
-            message_id=str(envelope.event_id),
+            message_id=message_id or request_id,
             reply_to=DIRECT_REPLY_TO,
             expiration=max(0.001, timeout),
             headers={DEADLINE_HEADER: f"{deadline:.3f}", "x-correlation-id": correlation_id or request_id},
         )
         try:
             try:
-                exchange = await asyncio.wait_for(self._prepare(), timeout=timeout)
-                await asyncio.wait_for(
-                    exchange.publish(message, routing_key=command.value, mandatory=True), timeout=timeout
-                )
+                exchange = await asyncio.wait_for(self._prepare(exchange_name), timeout=timeout)
+                await asyncio.wait_for(exchange.publish(message, routing_key=routing_key, mandatory=True), timeout)
             except TimeoutError as exc:
-                raise BusUnavailable(f"broker did not confirm {command.value} within {timeout}s") from exc
+                raise BusUnavailable(f"broker did not confirm {routing_key} within {timeout}s") from exc
+            except PublishError as exc:
+                # returned unroutable: the channel stays usable
+                raise NoResponder(f"nobody listens for {routing_key} on {exchange_name}") from exc
             except Exception as exc:
                 self._invalidate()  # a channel error closes the channel: start afresh next time
-                raise BusUnavailable(f"broker refused {command.value}: {exc}") from exc
+                raise BusUnavailable(f"broker refused {routing_key}: {exc}") from exc
             try:
                 raw = await asyncio.wait_for(future, timeout=max(0.0, deadline - time.time()))
             except TimeoutError as exc:
-                raise RequestTimeout(f"no reply to {command.value} within {timeout}s") from exc
+                self._late[request_id] = time.monotonic()
+                raise RequestTimeout(f"no reply to {routing_key} within {timeout}s") from exc
         finally:
             self._waiting.pop(request_id, None)
-        return CommandReply.model_validate(orjson.loads(raw))
+        return orjson.loads(raw)

@@ -17,6 +17,9 @@ from shared.bus.messages import CommandType
 EVENTS_EXCHANGE = "oicp.events"
 COMMANDS_EXCHANGE = "oicp.commands"
 DEAD_LETTER_EXCHANGE = "oicp.dead-letter"
+# Requests from the node to its internal systems (the charge point backend, the EMP's authorization
+# decider), answered by request/reply: the systems bind their own queues, see InternalRequest.
+REQUESTS_EXCHANGE = "oicp.requests"
 DEAD_LETTER_QUEUE = "oicp.dead-letters"
 
 # Which service consumes which command. One queue per command: a poison message of one kind never
@@ -48,6 +51,7 @@ class Topology:
     events: RabbitExchange = field(init=False)
     commands: RabbitExchange = field(init=False)
     dead_letter: RabbitExchange = field(init=False)
+    requests: RabbitExchange = field(init=False)
 
     def __post_init__(self) -> None:
         def exchange(name: str) -> RabbitExchange:
@@ -56,6 +60,7 @@ class Topology:
         object.__setattr__(self, "events", exchange(EVENTS_EXCHANGE))
         object.__setattr__(self, "commands", exchange(COMMANDS_EXCHANGE))
         object.__setattr__(self, "dead_letter", exchange(DEAD_LETTER_EXCHANGE))
+        object.__setattr__(self, "requests", exchange(REQUESTS_EXCHANGE))
 
     def work_queue(self, name: str, routing_key: str) -> RabbitQueue:
         return RabbitQueue(
@@ -88,7 +93,7 @@ class Topology:
         return names
 
     def exchange_names(self) -> list[str]:
-        return [self.events.name, self.commands.name, self.dead_letter.name]
+        return [self.events.name, self.commands.name, self.dead_letter.name, self.requests.name]
 
 
 async def declare_topology(broker: RabbitBroker, topology: Topology) -> None:
@@ -97,7 +102,7 @@ async def declare_topology(broker: RabbitBroker, topology: Topology) -> None:
     Declaring all of it everywhere means a publisher never hits an undeclared exchange or an
     unbound queue, whichever service starts first.
     """
-    for exchange in (topology.events, topology.commands, topology.dead_letter):
+    for exchange in (topology.events, topology.commands, topology.dead_letter, topology.requests):
         await broker.declare_exchange(exchange)
     commands = await broker.declare_exchange(topology.commands)
     dead_letter = await broker.declare_exchange(topology.dead_letter)
