@@ -13,7 +13,7 @@ import os
 import re
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -51,6 +51,19 @@ class PushOperation(StrEnum):
     PUSH_EVSE_STATUS = "PushEvseStatus"
     PUSH_PRICING_PRODUCT_DATA = "PushPricingProductData"
     PUSH_EVSE_PRICING = "PushEVSEPricing"
+    # EMP role: the node's tokens, to a CPO peer that authorizes offline
+    PUSH_AUTHENTICATION_DATA = "PushAuthenticationData"
+
+
+#: What a CPO node pushes to EMP peers; PushAuthenticationData goes the other way.
+CPO_PUSH_OPERATIONS = frozenset(
+    {
+        PushOperation.PUSH_EVSE_DATA,
+        PushOperation.PUSH_EVSE_STATUS,
+        PushOperation.PUSH_PRICING_PRODUCT_DATA,
+        PushOperation.PUSH_EVSE_PRICING,
+    }
+)
 
 
 class Strict(BaseModel):
@@ -102,7 +115,9 @@ class PeerConfig(Strict):
         default=None, description="bearer token this node presents when it calls the peer"
     )
     push: list[PushOperation] = Field(
-        default_factory=list, description="operations this node pushes to the peer (EMP peers only)"
+        default_factory=list,
+        description="operations this node pushes to the peer: EVSE data, status and pricing to EMP peers, "
+        "PushAuthenticationData to CPO peers that authorize offline",
     )
     batch_size: int = Field(default=500, ge=1, le=10_000, description="maximum records in one push request")
     timeout_seconds: float = Field(default=10.0, gt=0, le=120)
@@ -114,6 +129,11 @@ class PeerConfig(Strict):
     )
     enabled: bool = True
     default_route: bool = Field(default=False, description="hub peer: route IDs without a direct peer here")
+    authorization: bool = Field(
+        default=True,
+        description="EMP peers: has an authorization contract with this CPO node (RFID AuthorizeStart is "
+        "broadcast to every such peer)",
+    )
 
     @field_validator("id")
     @classmethod
@@ -128,8 +148,11 @@ class PeerConfig(Strict):
 
     @model_validator(mode="after")
     def _check_push(self) -> PeerConfig:
-        if self.push and self.role is not Role.EMP:
-            raise ValueError("push operations can only be configured for EMP peers")
+        cpo_pushes = [op for op in self.push if op in CPO_PUSH_OPERATIONS]
+        if cpo_pushes and self.role is not Role.EMP:
+            raise ValueError(f"{cpo_pushes[0].value} can only be pushed to EMP peers")
+        if PushOperation.PUSH_AUTHENTICATION_DATA in self.push and self.role is not Role.CPO:
+            raise ValueError("PushAuthenticationData can only be pushed to CPO peers")
         if self.pull is not None and self.role is not Role.CPO:
             raise ValueError("pull can only be configured for CPO peers (this node pulls their EVSE data)")
         return self
@@ -206,6 +229,45 @@ class DeliverySettings(Strict):
     )
 
 
+class AuthorizationSettings(Strict):
+    decider_timeout_seconds: float = Field(
+        default=3.0, gt=0, le=30, description="EMP role: wait this long for the internal decider's answer"
+    )
+    fallback: Literal["not_authorized", "authorized", "tokens"] = Field(
+        default="tokens",
+        description="EMP role, when no decider answers: 'tokens' decides from the token store alone "
+        "(unknown media are refused), 'not_authorized' refuses, 'authorized' lets every medium charge",
+    )
+    use_decider: bool = Field(
+        default=False, description="EMP role: ask the internal decider for media the token store does not know"
+    )
+    broadcast_timeout_seconds: float = Field(
+        default=5.0, gt=0, le=30, description="CPO role: deadline of an RFID broadcast to EMP peers"
+    )
+    resync_interval_seconds: float = Field(
+        default=3600.0, ge=1, description="EMP role: PushAuthenticationData fullLoad to offline peers this often"
+    )
+
+
+class SessionSettings(Strict):
+    backend_timeout_seconds: float = Field(
+        default=8.0,
+        gt=0,
+        le=60,
+        description="CPO role: wait this long for the charge point backend (OICP: whole round trip under 10 s)",
+    )
+    progress_min_interval_seconds: float = Field(
+        default=300.0, ge=0, description="Progress notifications of one session at most this often (OICP: 5 min)"
+    )
+    default_reservation_minutes: int = Field(default=15, ge=1, le=99, description="when Duration is omitted")
+    cdr_missing_after_seconds: float = Field(
+        default=3600.0, gt=0, description="an ended session without a CDR this long raises session.cdr.missing"
+    )
+    check_interval_seconds: float = Field(
+        default=30.0, gt=0, description="how often expired reservations and missing CDRs are looked for"
+    )
+
+
 class NodeSettings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="OICP_P2P_", env_nested_delimiter="__", extra="forbid", validate_default=True
@@ -219,6 +281,8 @@ class NodeSettings(BaseSettings):
     rabbitmq: RabbitSettings = Field(default_factory=RabbitSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
     delivery: DeliverySettings = Field(default_factory=DeliverySettings)
+    authorization: AuthorizationSettings = Field(default_factory=AuthorizationSettings)
+    sessions: SessionSettings = Field(default_factory=SessionSettings)
     peers: list[PeerConfig] = Field(default_factory=list)
     log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
 

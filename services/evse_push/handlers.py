@@ -19,13 +19,13 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC
 from typing import Any
 
-import orjson
 from faststream.middlewares import AckPolicy
 from faststream.rabbit import RabbitResponse
 from faststream.rabbit.annotations import RabbitMessage
 
 from services.evse_push.app import EvsePushDeps
 from services.evse_push.sources import evse_pricing_key, pricing_product_key
+from shared.bus import replies
 from shared.bus.envelope import Envelope
 from shared.bus.messages import (
     CommandReply,
@@ -47,7 +47,6 @@ from shared.bus.messages import (
     PricingProductsSet,
 )
 from shared.bus.middleware import PoisonMessage
-from shared.bus.rpc import deadline_passed
 from shared.oicp import StatusCodeValue
 from shared.oicp.ids import evse_belongs_to, normalize_id
 from shared.settings import PushOperation
@@ -55,10 +54,6 @@ from shared.stores.evse_status import StatusChange
 from shared.stores.push import ApplyResult
 
 logger = logging.getLogger(__name__)
-
-# Long enough for any redelivery (a crashed consumer's messages come back at once or when a
-# consumer returns); short enough that a busy peer's pushes do not pile up keys.
-REPLY_RETENTION_SECONDS = 3_600
 
 
 def refused(code: StatusCodeValue, info: str) -> CommandReply:
@@ -329,40 +324,14 @@ async def ingest_evse_pricing(
 # ---- wiring -----------------------------------------------------------------------------------
 
 
-async def answer_once(
-    deps: EvsePushDeps,
-    envelope: Envelope[Any],
-    message: RabbitMessage,
-    handle: Callable[[], Awaitable[CommandReply]],
-) -> RabbitResponse | None:
-    """Run a replying handler at most once per command (by event_id) and return its reply.
-
-    A message whose requester gave up (deadline passed) is not applied: the requester has already
-    answered its partner with an error, and the partner will send again.
-    """
-    if deadline_passed(message.headers):
-        logger.warning("%s %s arrived after its deadline; not applied", envelope.type, envelope.event_id)
-        return None
-    done_key = deps.keys.key("commands", "done", str(envelope.event_id))
-    previous = await deps.redis.get(done_key)
-    if previous is not None:
-        return as_reply(orjson.loads(previous), message)
-    reply = await handle()
-    body = reply.model_dump(mode="json")
-    await deps.redis.set(done_key, orjson.dumps(body), ex=REPLY_RETENTION_SECONDS)
-    if not reply.ok:
-        logger.info("%s %s refused: %s %s", envelope.type, envelope.event_id, reply.code.value, reply.info)
-    return as_reply(body, message)
-
-
-def as_reply(body: dict[str, Any], message: RabbitMessage) -> RabbitResponse:
-    """The reply, published without ``mandatory``: RabbitMQ 3.10 returns a mandatory publish to a
-    direct reply-to address as unroutable (NO_ROUTE) even though it delivered it."""
-    return RabbitResponse(body, mandatory=False, correlation_id=message.correlation_id)
-
-
 def register_handlers(deps: EvsePushDeps) -> None:
     broker, topology = deps.broker, deps.topology
+
+    async def answer_once(
+        envelope: Envelope[Any], message: RabbitMessage, handle: Callable[[], Awaitable[CommandReply]]
+    ) -> RabbitResponse | None:
+        return await replies.answer_once(deps.redis, deps.keys, envelope, message, handle)
+
     # Transient failures (Redis down) requeue the message; the queue's delivery limit bounds retries.
     ack = AckPolicy.NACK_ON_ERROR
 
@@ -379,31 +348,31 @@ def register_handlers(deps: EvsePushDeps) -> None:
     @subscriber(CommandType.CPO_EVSE_DATA_SET)
     async def on_data_set(envelope: Envelope[EvseDataSet], message: RabbitMessage) -> RabbitResponse | None:
         """Change the node's own EVSE data (ActionType semantics); replies with the outcome."""
-        return await answer_once(deps, envelope, message, lambda: set_own_data(deps, envelope, message.correlation_id))
+        return await answer_once(envelope, message, lambda: set_own_data(deps, envelope, message.correlation_id))
 
     @subscriber(CommandType.CPO_PRICING_PRODUCTS_SET)
     async def on_products_set(envelope: Envelope[PricingProductsSet], message: RabbitMessage) -> RabbitResponse | None:
         """Change the node's own pricing products of one (operator, provider); replies with the outcome."""
         return await answer_once(
-            deps, envelope, message, lambda: set_own_pricing_products(deps, envelope, message.correlation_id)
+            envelope, message, lambda: set_own_pricing_products(deps, envelope, message.correlation_id)
         )
 
     @subscriber(CommandType.CPO_EVSE_PRICING_SET)
     async def on_evse_pricing_set(envelope: Envelope[EvsePricingSet], message: RabbitMessage) -> RabbitResponse | None:
         """Change the node's own EVSE → product assignments; replies with the outcome."""
         return await answer_once(
-            deps, envelope, message, lambda: set_own_evse_pricing(deps, envelope, message.correlation_id)
+            envelope, message, lambda: set_own_evse_pricing(deps, envelope, message.correlation_id)
         )
 
     @subscriber(CommandType.EMP_EVSE_STATUS_INGEST)
     async def on_status_ingest(envelope: Envelope[EvseStatusIngest], message: RabbitMessage) -> RabbitResponse | None:
         """Store a PushEvseStatus from a CPO peer; the reply is the peer's OICP answer."""
-        return await answer_once(deps, envelope, message, lambda: ingest_status(deps, envelope, message.correlation_id))
+        return await answer_once(envelope, message, lambda: ingest_status(deps, envelope, message.correlation_id))
 
     @subscriber(CommandType.EMP_EVSE_DATA_INGEST)
     async def on_data_ingest(envelope: Envelope[EvseDataIngest], message: RabbitMessage) -> RabbitResponse | None:
         """Store a PushEvseData from a CPO peer; the reply is the peer's OICP answer."""
-        return await answer_once(deps, envelope, message, lambda: ingest_data(deps, envelope, message.correlation_id))
+        return await answer_once(envelope, message, lambda: ingest_data(deps, envelope, message.correlation_id))
 
     @subscriber(CommandType.EMP_PRICING_PRODUCTS_INGEST)
     async def on_products_ingest(
@@ -411,7 +380,7 @@ def register_handlers(deps: EvsePushDeps) -> None:
     ) -> RabbitResponse | None:
         """Store a PushPricingProductData from a CPO peer; the reply is the peer's OICP answer."""
         return await answer_once(
-            deps, envelope, message, lambda: ingest_pricing_products(deps, envelope, message.correlation_id)
+            envelope, message, lambda: ingest_pricing_products(deps, envelope, message.correlation_id)
         )
 
     @subscriber(CommandType.EMP_EVSE_PRICING_INGEST)
@@ -419,6 +388,4 @@ def register_handlers(deps: EvsePushDeps) -> None:
         envelope: Envelope[EvsePricingIngest], message: RabbitMessage
     ) -> RabbitResponse | None:
         """Store a PushEVSEPricing from a CPO peer; the reply is the peer's OICP answer."""
-        return await answer_once(
-            deps, envelope, message, lambda: ingest_evse_pricing(deps, envelope, message.correlation_id)
-        )
+        return await answer_once(envelope, message, lambda: ingest_evse_pricing(deps, envelope, message.correlation_id))

@@ -21,6 +21,8 @@ from shared.stores.evse_status import EvseStatusStore
 from shared.stores.pricing import EvsePricingStore, PricingProductStore
 from shared.stores.pull_state import PullStateStore
 from shared.stores.redis import KeySpace, create_redis
+from shared.stores.sessions import SessionLedger
+from shared.stores.tokens import TokenStore
 
 SERVICE = "gateway"
 # Every command the gateway sends. cpo.evse.status.set is published and confirmed; the others need a
@@ -35,7 +37,27 @@ GATEWAY_COMMANDS = (
     CommandType.EMP_EVSE_DATA_INGEST,
     CommandType.EMP_PRICING_PRODUCTS_INGEST,
     CommandType.EMP_EVSE_PRICING_INGEST,
+    CommandType.EMP_AUTHORIZE_START,
+    CommandType.EMP_AUTHORIZE_STOP,
+    CommandType.CPO_AUTH_DATA_INGEST,
+    CommandType.EMP_NOTIFICATION_INGEST,
+    CommandType.CPO_REMOTE_START_INGEST,
+    CommandType.CPO_REMOTE_STOP_INGEST,
+    CommandType.CPO_RESERVATION_START_INGEST,
+    CommandType.CPO_RESERVATION_STOP_INGEST,
+    CommandType.EMP_TOKEN_SET,
+    CommandType.CPO_AUTHORIZE_START,
+    CommandType.CPO_AUTHORIZE_STOP,
+    CommandType.EMP_REMOTE_START,
+    CommandType.EMP_REMOTE_STOP,
+    CommandType.EMP_RESERVATION_START,
+    CommandType.EMP_RESERVATION_STOP,
+    CommandType.CPO_SESSION_NOTIFY,
 )
+# A worker that waits for someone else answers by itself at that deadline (the backend's refusal or
+# timeout, the decider's fallback, the broadcast's verdict, the peer's timeout): the gateway waits a
+# little longer than that, so the worker's answer - not a bus timeout - reaches the caller.
+REPLY_MARGIN_SECONDS = 1.5
 
 
 @dataclass
@@ -55,6 +77,8 @@ class GatewayContext:
     topology: Topology
     rpc: RpcClient
     pulls: PullStateStore
+    sessions: SessionLedger
+    tokens: TokenStore
     _started: bool = field(default=False, init=False)
 
     @classmethod
@@ -85,8 +109,38 @@ class GatewayContext:
             delivery=DeliveryStore(redis, keys),
             topology=topology,
             pulls=PullStateStore(redis, keys),
+            sessions=SessionLedger(redis, keys),
+            tokens=TokenStore(redis, keys),
             rpc=RpcClient(settings.rabbitmq.url, topology, settings.name, f"{settings.name}/{SERVICE}-rpc"),
         )
+
+    def reply_timeout(self, command: CommandType) -> float:
+        """How long to wait for the worker's reply to ``command``."""
+        s = self.settings
+        waits_for = {
+            CommandType.CPO_REMOTE_START_INGEST: s.sessions.backend_timeout_seconds,
+            CommandType.CPO_REMOTE_STOP_INGEST: s.sessions.backend_timeout_seconds,
+            CommandType.CPO_RESERVATION_START_INGEST: s.sessions.backend_timeout_seconds,
+            CommandType.CPO_RESERVATION_STOP_INGEST: s.sessions.backend_timeout_seconds,
+            CommandType.EMP_AUTHORIZE_START: s.authorization.decider_timeout_seconds,
+            CommandType.CPO_AUTHORIZE_START: max(
+                s.authorization.broadcast_timeout_seconds, max((p.timeout_seconds for p in s.peers), default=0)
+            ),
+        }
+        peer_calls = {
+            CommandType.CPO_AUTHORIZE_STOP,
+            CommandType.EMP_REMOTE_START,
+            CommandType.EMP_REMOTE_STOP,
+            CommandType.EMP_RESERVATION_START,
+            CommandType.EMP_RESERVATION_STOP,
+            CommandType.CPO_SESSION_NOTIFY,
+        }
+        if command in waits_for:
+            return waits_for[command] + REPLY_MARGIN_SECONDS
+        if command in peer_calls:
+            # one outbound OICP call, bounded by the slowest peer's timeout
+            return max((p.timeout_seconds for p in s.peers), default=10.0) + REPLY_MARGIN_SECONDS
+        return s.oicp.request_timeout_seconds
 
     async def start(self) -> None:
         if self._started:

@@ -17,12 +17,20 @@ from services.gateway.evse_data_pulls import pull_evse_data
 from services.gateway.pricing_pulls import pull_evse_pricing, pull_pricing_product_data
 from shared.bus.envelope import utc_now
 from shared.bus.messages import (
+    AuthDataIngest,
+    AuthorizeStartIngest,
+    AuthorizeStopIngest,
     CommandType,
     EvseDataIngest,
     EvsePricingIngest,
     EvseStatusIngest,
+    NotificationIngest,
     Payload,
     PricingProductsIngest,
+    RemoteStartIngest,
+    RemoteStopIngest,
+    ReservationStartIngest,
+    ReservationStopIngest,
 )
 from shared.oicp import (
     Acknowledgement,
@@ -103,6 +111,32 @@ async def push_evse_pricing(
     operator_id = request.path_params.get("operatorID", caller.id)
     payload = EvsePricingIngest(peer_id=caller.id, operator_id=operator_id, received_at=utc_now(), request=body)
     return await _ingest(ctx, CommandType.EMP_EVSE_PRICING_INGEST, payload, request)
+
+
+def forward(command: CommandType, payload_type: type[Payload]) -> Handler:
+    """An operation decided by a worker (authorization, sessions): the validated body goes to it as
+    ``payload_type(peer_id, received_at, request)`` by request/reply, and its reply is the answer -
+    the whole OICP answer when the worker gives one, else an acknowledgement of its code."""
+
+    async def handler(
+        ctx: GatewayContext, operation: Operation, caller: PeerConfig, body: OICPModel, request: Request
+    ) -> OICPModel:
+        from services.gateway.oicp_face import error_answer
+
+        payload = payload_type(peer_id=caller.id, received_at=utc_now(), request=body)
+        reply = await ctx.rpc.request(
+            command,
+            payload,
+            timeout=ctx.reply_timeout(command),
+            correlation_id=request.headers.get("x-correlation-id"),
+        )
+        if reply.answer is not None:
+            return operation.response.model_validate(reply.answer)
+        if reply.ok:
+            return Acknowledgement.ok(reply.session_id)
+        return error_answer(operation, reply.code, reply.info)
+
+    return handler
 
 
 def _operator_statuses(grouped: dict[str, list[StoredStatus]], wanted: EvseStatus | None) -> list[OperatorEvseStatus]:
@@ -188,4 +222,12 @@ HANDLERS: dict[str, Handler] = {
     "PullEvseStatusByOperatorId": pull_evse_status,
     "PullPricingProductData": pull_pricing_product_data,
     "PullEVSEPricing": pull_evse_pricing,
+    "AuthorizeStart": forward(CommandType.EMP_AUTHORIZE_START, AuthorizeStartIngest),
+    "AuthorizeStop": forward(CommandType.EMP_AUTHORIZE_STOP, AuthorizeStopIngest),
+    "PushAuthenticationData": forward(CommandType.CPO_AUTH_DATA_INGEST, AuthDataIngest),
+    "ChargingNotification": forward(CommandType.EMP_NOTIFICATION_INGEST, NotificationIngest),
+    "AuthorizeRemoteStart": forward(CommandType.CPO_REMOTE_START_INGEST, RemoteStartIngest),
+    "AuthorizeRemoteStop": forward(CommandType.CPO_REMOTE_STOP_INGEST, RemoteStopIngest),
+    "AuthorizeRemoteReservationStart": forward(CommandType.CPO_RESERVATION_START_INGEST, ReservationStartIngest),
+    "AuthorizeRemoteReservationStop": forward(CommandType.CPO_RESERVATION_STOP_INGEST, ReservationStopIngest),
 }

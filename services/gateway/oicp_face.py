@@ -129,9 +129,10 @@ def check_ids(operation: Operation, caller: PeerConfig, path_id: str | None, bod
         getattr(body, "operator_evse_status", None)
         or getattr(body, "operator_evse_data", None)
         or getattr(body, "pricing_product_data", None)
+        or getattr(body, "provider_authentication_data", None)
     )
     if nested is not None:
-        body_id = nested.operator_id
+        body_id = getattr(nested, own_field)
     if isinstance(body_id, str) and not _same_id(body_id, caller.id):
         field = "OperatorID" if caller.role is Role.CPO else "ProviderID"
         raise Refusal(

@@ -10,20 +10,37 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from shared.oicp import (
     ActionType,
+    AuthorizeRemoteReservationStartRequest,
+    AuthorizeRemoteReservationStopRequest,
+    AuthorizeRemoteStartRequest,
+    AuthorizeRemoteStopRequest,
+    AuthorizeStartRequest,
+    AuthorizeStopRequest,
     EvsePricing,
     EvseStatusRecord,
+    Identification,
     OperatorId,
+    PushAuthenticationDataRequest,
     PushEvseDataRequest,
     PushEvsePricingRequest,
     PushEvseStatusRequest,
     PushPricingProductDataRequest,
     StatusCodeValue,
 )
+from shared.oicp.messages import (
+    ChargingNotificationEndRequest,
+    ChargingNotificationErrorRequest,
+    ChargingNotificationProgressRequest,
+    ChargingNotificationStartRequest,
+)
+from shared.oicp.status import SessionId
+from shared.oicp.types import EvseId, ProviderId
 
 
 class CommandType(StrEnum):
@@ -38,6 +55,29 @@ class CommandType(StrEnum):
     EMP_EVSE_DATA_INGEST = "emp.evse.data.ingest"
     EMP_PRICING_PRODUCTS_INGEST = "emp.pricing.products.ingest"
     EMP_EVSE_PRICING_INGEST = "emp.evse.pricing.ingest"
+    # EMP role, authorization: the token store (internal) and AuthorizeStart/Stop from CPO peers (gateway)
+    EMP_TOKEN_SET = "emp.token.set"
+    EMP_AUTHORIZE_START = "emp.authorize.start"
+    EMP_AUTHORIZE_STOP = "emp.authorize.stop"
+    # CPO role, authorization: asked by the charge point backend (internal, with reply); authentication
+    # data pushed by EMP peers (gateway)
+    CPO_AUTHORIZE_START = "cpo.authorize.start"
+    CPO_AUTHORIZE_STOP = "cpo.authorize.stop"
+    CPO_AUTH_DATA_INGEST = "cpo.authdata.ingest"
+    # EMP role, sessions: remote start/stop and reservations sent to CPO peers (internal);
+    # charging notifications from CPO peers (gateway)
+    EMP_REMOTE_START = "emp.remote_start.request"
+    EMP_REMOTE_STOP = "emp.remote_stop.request"
+    EMP_RESERVATION_START = "emp.reservation.start.request"
+    EMP_RESERVATION_STOP = "emp.reservation.stop.request"
+    EMP_NOTIFICATION_INGEST = "emp.notification.ingest"
+    # CPO role, sessions: remote start/stop and reservations from EMP peers (gateway); charging
+    # notifications from the charge point backend (internal), sent to the session's EMP
+    CPO_REMOTE_START_INGEST = "cpo.remote_start.ingest"
+    CPO_REMOTE_STOP_INGEST = "cpo.remote_stop.ingest"
+    CPO_RESERVATION_START_INGEST = "cpo.reservation.start.ingest"
+    CPO_RESERVATION_STOP_INGEST = "cpo.reservation.stop.ingest"
+    CPO_SESSION_NOTIFY = "cpo.session.notify"
 
 
 class InternalRequest(StrEnum):
@@ -64,7 +104,38 @@ class BackendReply(BaseModel):
     info: str | None = None
 
 
+class DeciderReply(BaseModel):
+    """The EMP's authorization decider's answer to ``emp.decider.authorize_start``: authorized or not,
+    with the OICP code for a refusal (101-200, 210) and optionally the media allowed to stop."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    authorized: bool
+    code: StatusCodeValue | None = None
+    info: str | None = None
+    authorization_stop_identifications: list[Identification] | None = Field(
+        None, alias="AuthorizationStopIdentifications"
+    )
+
+
 class EventType(StrEnum):
+    # authorization
+    TOKENS_CHANGED = "tokens.changed"
+    AUTHORIZATION_DECIDED = "authorization.decided"
+    AUTH_DATA_RECEIVED = "authdata.received"
+    # sessions (both roles; the payload's ``session.role`` says which)
+    SESSION_REQUESTED = "session.requested"
+    SESSION_AUTHORIZED = "session.authorized"
+    SESSION_STARTED = "session.started"
+    SESSION_REFUSED = "session.refused"
+    SESSION_FAILED = "session.failed"
+    SESSION_STOPPED = "session.stopped"
+    SESSION_RESERVED = "session.reserved"
+    SESSION_RESERVATION_ENDED = "session.reservation.ended"
+    SESSION_EXPIRED = "session.expired"
+    SESSION_NOTIFICATION = "session.notification"
+    SESSION_CDR_MISSING = "session.cdr.missing"
+
     EVSE_STATUS_CHANGED = "evse.status.changed"
     EVSE_STATUS_RECEIVED = "evse.status.received"
     EVSE_DATA_RECEIVED = "evse.data.received"
@@ -138,15 +209,172 @@ class EvsePricingIngest(Payload):
     request: PushEvsePricingRequest
 
 
+#: A ChargingNotification body, by its ``Type`` (Start, Progress, End, Error).
+ChargingNotification = Annotated[
+    ChargingNotificationStartRequest
+    | ChargingNotificationProgressRequest
+    | ChargingNotificationEndRequest
+    | ChargingNotificationErrorRequest,
+    Field(discriminator="type"),
+]
+
+
+# ---- authorization commands -------------------------------------------------------------------
+
+
+class Token(Payload):
+    """One authentication medium of the EMP's customers (EMP role): an OICP Identification - an RFID
+    UID with its Mifare family type, an EvcoID with PIN or hashed PIN (QR code), Plug&Charge or remote
+    identification - and what it may do. Its key is the UID or the EvcoID, upper-cased."""
+
+    identification: Identification = Field(alias="Identification")
+    provider_id: ProviderId | None = Field(None, description="the node's ProviderID it belongs to (default: first)")
+    evco_id: str | None = Field(None, description="the contract (EvcoID) an RFID card belongs to")
+    blocked: bool = Field(False, description="refused: 200 EvcoID locked (102 invalid UID for a bare card)")
+    valid_until: AwareDatetime | None = Field(None, description="refused afterwards (as blocked)")
+    offline: bool = Field(True, description="included in PushAuthenticationData to CPO peers that take it")
+    authorization_stop_identifications: list[Identification] | None = Field(
+        None, alias="AuthorizationStopIdentifications", description="media allowed to stop its sessions"
+    )
+
+
+class TokensSet(Payload):
+    """Change the EMP's token store with ActionType semantics (insert refuses existing keys, update
+    refuses missing ones, delete, fullLoad replaces everything)."""
+
+    action_type: ActionType
+    tokens: list[Token] = Field(max_length=100_000)
+
+
+class AuthorizeStartIngest(Payload):
+    """An AuthorizeStart from a CPO peer (EMP role); the reply's ``answer`` is the AuthorizationStart."""
+
+    peer_id: str
+    received_at: AwareDatetime
+    request: AuthorizeStartRequest
+
+
+class AuthorizeStopIngest(Payload):
+    """An AuthorizeStop from a CPO peer (EMP role); the reply's ``answer`` is the AuthorizationStop."""
+
+    peer_id: str
+    received_at: AwareDatetime
+    request: AuthorizeStopRequest
+
+
+class AuthDataIngest(Payload):
+    """A PushAuthenticationData from an EMP peer (CPO role): offline authorization data."""
+
+    peer_id: str
+    received_at: AwareDatetime
+    request: PushAuthenticationDataRequest
+
+
+class CpoAuthorizeStart(AuthorizeStartRequest):
+    """The charge point backend asks whether a medium may charge (CPO role), in AuthorizeStart's
+    vocabulary; OperatorID defaults to the EVSE's (or the node's first). The reply's ``answer`` is the
+    AuthorizationStart (SessionID issued by the authorizing side)."""
+
+    operator_id: OperatorId | None = Field(None, alias="OperatorID")  # type: ignore[assignment]
+
+
+class CpoAuthorizeStop(AuthorizeStopRequest):
+    """The charge point backend stops an authorized session (CPO role): sent to the EMP that
+    authorized it. The reply's ``answer`` is the AuthorizationStop."""
+
+    operator_id: OperatorId | None = Field(None, alias="OperatorID")  # type: ignore[assignment]
+
+
+# ---- session commands -------------------------------------------------------------------------
+
+
+class RemoteStart(AuthorizeRemoteStartRequest):
+    """Start charging remotely (EMP role), in AuthorizeRemoteStart's vocabulary. ProviderID defaults
+    to the node's first. A SessionID given by the caller makes the command idempotent: a repeat
+    returns the recorded outcome and is never sent twice; without one the node issues it."""
+
+    provider_id: ProviderId | None = Field(None, alias="ProviderID")  # type: ignore[assignment]
+
+
+class RemoteStop(AuthorizeRemoteStopRequest):
+    """Stop a remotely started session (EMP role). EvseID and ProviderID default to the session's."""
+
+    provider_id: ProviderId | None = Field(None, alias="ProviderID")  # type: ignore[assignment]
+    evse_id: EvseId | None = Field(None, alias="EvseID")  # type: ignore[assignment]
+
+
+class ReservationStart(AuthorizeRemoteReservationStartRequest):
+    """Reserve an EVSE (EMP role), in AuthorizeRemoteReservationStart's vocabulary (Duration 1-99 min)."""
+
+    provider_id: ProviderId | None = Field(None, alias="ProviderID")  # type: ignore[assignment]
+
+
+class ReservationStop(AuthorizeRemoteReservationStopRequest):
+    """Cancel a reservation (EMP role). EvseID and ProviderID default to the session's."""
+
+    provider_id: ProviderId | None = Field(None, alias="ProviderID")  # type: ignore[assignment]
+    evse_id: EvseId | None = Field(None, alias="EvseID")  # type: ignore[assignment]
+
+
+class RemoteStartIngest(Payload):
+    """An AuthorizeRemoteStart from an EMP peer (CPO role)."""
+
+    peer_id: str
+    received_at: AwareDatetime
+    request: AuthorizeRemoteStartRequest
+
+
+class RemoteStopIngest(Payload):
+    """An AuthorizeRemoteStop from an EMP peer (CPO role)."""
+
+    peer_id: str
+    received_at: AwareDatetime
+    request: AuthorizeRemoteStopRequest
+
+
+class ReservationStartIngest(Payload):
+    """An AuthorizeRemoteReservationStart from an EMP peer (CPO role)."""
+
+    peer_id: str
+    received_at: AwareDatetime
+    request: AuthorizeRemoteReservationStartRequest
+
+
+class ReservationStopIngest(Payload):
+    """An AuthorizeRemoteReservationStop from an EMP peer (CPO role)."""
+
+    peer_id: str
+    received_at: AwareDatetime
+    request: AuthorizeRemoteReservationStopRequest
+
+
+class NotificationIngest(Payload):
+    """A ChargingNotification from a CPO peer (EMP role)."""
+
+    peer_id: str
+    received_at: AwareDatetime
+    request: ChargingNotification
+
+
+class SessionNotify(Payload):
+    """A charging notification from the charge point backend (CPO role), in OICP's vocabulary; the
+    node sends it to the EMP that owns the session (Progress at most every 5 minutes per session)."""
+
+    notification: ChargingNotification
+
+
 class CommandReply(Payload):
     """The answer of a worker to a command sent as a request (``reply_to`` set): the OICP
-    StatusCode it maps to, and what changed."""
+    StatusCode it maps to, what changed, and for the OICP operations that answer more than an
+    acknowledgement (AuthorizeStart/Stop) the whole OICP answer in ``answer``."""
 
     ok: bool
     code: StatusCodeValue = StatusCodeValue.SUCCESS
     info: str | None = None
     changed: int = 0
     deleted: int = 0
+    session_id: SessionId | None = None
+    answer: dict[str, Any] | None = None
 
 
 # ---- events ---------------------------------------------------------------------------------
@@ -226,6 +454,60 @@ class PeerDelivery(Payload):
     attempt: int = 1
 
 
+class TokensChanged(Payload):
+    """The EMP's token store changed (keys: upper-cased UIDs / EvcoIDs)."""
+
+    action_type: ActionType
+    keys: list[str]
+    deleted_keys: list[str] = Field(default_factory=list)
+    changed_at: datetime
+
+
+class AuthorizationDecided(Payload):
+    """An AuthorizeStart/Stop was answered: by this EMP node for a CPO peer (``role`` emp), or for the
+    charge point backend of this CPO node (``role`` cpo). ``decided_by`` says how: ``tokens`` (the
+    EMP's store), ``decider`` (an internal system), ``fallback`` (nobody answered in time),
+    ``auth_data`` (offline data an EMP pushed), ``peer`` (the EMP of the EvcoID), ``broadcast``
+    (RFID sent to every EMP with an authorization contract), ``session`` (AuthorizeStop)."""
+
+    role: Literal["cpo", "emp"]
+    operation: Literal["AuthorizeStart", "AuthorizeStop"]
+    authorization_status: str
+    code: str
+    info: str | None = None
+    decided_by: str
+    session_id: str | None = None
+    peer_id: str | None = None
+    operator_id: str | None = None
+    provider_id: str | None = None
+    evse_id: str | None = None
+    identification_kind: str | None = None
+    decided_at: datetime
+
+
+class AuthDataReceived(Payload):
+    """An EMP peer pushed authentication data and it is stored (CPO role)."""
+
+    peer_id: str
+    provider_id: str
+    action_type: ActionType
+    stored: int
+    deleted: int = 0
+    received_at: datetime
+
+
+class SessionEvent(Payload):
+    """A session changed: ``session`` is the ledger's record (as ``GET /sessions/{id}`` shows it),
+    ``previous_state`` the state before, ``code``/``info`` the OICP outcome where there was one, and
+    ``notification`` the OICP body of a charging notification sent (CPO) or received (EMP)."""
+
+    session: dict[str, Any]
+    previous_state: str | None = None
+    code: str | None = None
+    info: str | None = None
+    notification: dict[str, Any] | None = None
+
+
 class CommandRejected(Payload):
     """A command could not be processed and went to the dead-letter queue."""
 
@@ -243,6 +525,22 @@ COMMAND_PAYLOADS: dict[CommandType, type[Payload]] = {
     CommandType.CPO_EVSE_PRICING_SET: EvsePricingSet,
     CommandType.EMP_PRICING_PRODUCTS_INGEST: PricingProductsIngest,
     CommandType.EMP_EVSE_PRICING_INGEST: EvsePricingIngest,
+    CommandType.EMP_TOKEN_SET: TokensSet,
+    CommandType.EMP_AUTHORIZE_START: AuthorizeStartIngest,
+    CommandType.EMP_AUTHORIZE_STOP: AuthorizeStopIngest,
+    CommandType.CPO_AUTHORIZE_START: CpoAuthorizeStart,
+    CommandType.CPO_AUTHORIZE_STOP: CpoAuthorizeStop,
+    CommandType.CPO_AUTH_DATA_INGEST: AuthDataIngest,
+    CommandType.EMP_REMOTE_START: RemoteStart,
+    CommandType.EMP_REMOTE_STOP: RemoteStop,
+    CommandType.EMP_RESERVATION_START: ReservationStart,
+    CommandType.EMP_RESERVATION_STOP: ReservationStop,
+    CommandType.EMP_NOTIFICATION_INGEST: NotificationIngest,
+    CommandType.CPO_REMOTE_START_INGEST: RemoteStartIngest,
+    CommandType.CPO_REMOTE_STOP_INGEST: RemoteStopIngest,
+    CommandType.CPO_RESERVATION_START_INGEST: ReservationStartIngest,
+    CommandType.CPO_RESERVATION_STOP_INGEST: ReservationStopIngest,
+    CommandType.CPO_SESSION_NOTIFY: SessionNotify,
 }
 
 # Commands an internal system may send (over AMQP or POST /commands/{type} of the internal API);
@@ -253,6 +551,14 @@ INTERNAL_COMMANDS: frozenset[CommandType] = frozenset(
         CommandType.CPO_EVSE_DATA_SET,
         CommandType.CPO_PRICING_PRODUCTS_SET,
         CommandType.CPO_EVSE_PRICING_SET,
+        CommandType.EMP_TOKEN_SET,
+        CommandType.CPO_AUTHORIZE_START,
+        CommandType.CPO_AUTHORIZE_STOP,
+        CommandType.EMP_REMOTE_START,
+        CommandType.EMP_REMOTE_STOP,
+        CommandType.EMP_RESERVATION_START,
+        CommandType.EMP_RESERVATION_STOP,
+        CommandType.CPO_SESSION_NOTIFY,
     }
 )
 
@@ -267,4 +573,8 @@ EVENT_PAYLOADS: dict[EventType, type[Payload]] = {
     EventType.EVSE_PRICING_RECEIVED: EvsePricingChanged,
     EventType.PEER_DELIVERY_FAILED: PeerDelivery,
     EventType.COMMAND_REJECTED: CommandRejected,
+    EventType.TOKENS_CHANGED: TokensChanged,
+    EventType.AUTHORIZATION_DECIDED: AuthorizationDecided,
+    EventType.AUTH_DATA_RECEIVED: AuthDataReceived,
+    **{event: SessionEvent for event in EventType if event.value.startswith("session.")},
 }

@@ -33,13 +33,27 @@ COMMAND_CONSUMERS: dict[CommandType, str] = {
     CommandType.CPO_EVSE_PRICING_SET: "evse_push",
     CommandType.EMP_PRICING_PRODUCTS_INGEST: "evse_push",
     CommandType.EMP_EVSE_PRICING_INGEST: "evse_push",
+    CommandType.EMP_TOKEN_SET: "authorization",
+    CommandType.EMP_AUTHORIZE_START: "authorization",
+    CommandType.EMP_AUTHORIZE_STOP: "authorization",
+    CommandType.CPO_AUTHORIZE_START: "authorization",
+    CommandType.CPO_AUTHORIZE_STOP: "authorization",
+    CommandType.CPO_AUTH_DATA_INGEST: "authorization",
+    CommandType.EMP_REMOTE_START: "sessions",
+    CommandType.EMP_REMOTE_STOP: "sessions",
+    CommandType.EMP_RESERVATION_START: "sessions",
+    CommandType.EMP_RESERVATION_STOP: "sessions",
+    CommandType.EMP_NOTIFICATION_INGEST: "sessions",
+    CommandType.CPO_REMOTE_START_INGEST: "sessions",
+    CommandType.CPO_REMOTE_STOP_INGEST: "sessions",
+    CommandType.CPO_RESERVATION_START_INGEST: "sessions",
+    CommandType.CPO_RESERVATION_STOP_INGEST: "sessions",
+    CommandType.CPO_SESSION_NOTIFY: "sessions",
 }
 
 # Command families reserved for the services whose logic arrives with later issues. Their queues exist
 # (so nothing published under these keys is lost) and their workers reject what they cannot do yet.
 RESERVED_COMMAND_PATTERNS: dict[str, tuple[str, ...]] = {
-    "authorization": ("cpo.authorize.#", "emp.token.#"),
-    "sessions": ("emp.remote_start.#", "emp.remote_stop.#", "emp.reservation.#", "cpo.session.#"),
     "cdr": ("cpo.cdr.#", "emp.cdr.#"),
 }
 

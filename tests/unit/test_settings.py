@@ -178,10 +178,31 @@ def test_bad_own_operator_id(tmp_path: Path) -> None:
     assert "operator_ids.0" in refused(tmp_path, config(operator_ids=["DE-ABC"]))
 
 
-def test_push_only_for_emp_peers(tmp_path: Path) -> None:
+def test_evse_pushes_only_for_emp_peers(tmp_path: Path) -> None:
     peer = {"id": "DE*GEF", "role": "cpo", "base_url": "http://a.example", "push": ["PushEvseStatus"]}
     message = refused(tmp_path, config(peers=[peer]))
-    assert "peers.0" in message and "push operations can only be configured for EMP peers" in message
+    assert "peers.0" in message and "PushEvseStatus can only be pushed to EMP peers" in message
+
+
+def test_authentication_data_only_for_cpo_peers(tmp_path: Path) -> None:
+    peer = {"id": "DE-GDF", "role": "emp", "base_url": "http://a.example", "push": ["PushAuthenticationData"]}
+    message = refused(tmp_path, config(peers=[peer]))
+    assert "peers.0" in message and "PushAuthenticationData can only be pushed to CPO peers" in message
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value"),
+    [
+        ("sessions", "backend_timeout_seconds", 0),
+        ("sessions", "default_reservation_minutes", 100),
+        ("authorization", "fallback", "maybe"),
+        ("authorization", "broadcast_timeout_seconds", -1),
+    ],
+)
+def test_authorization_and_session_settings_are_validated(
+    tmp_path: Path, section: str, key: str, value: object
+) -> None:
+    assert f"{section}.{key}" in refused(tmp_path, config(**{section: {key: value}}))
 
 
 def test_bad_peer_url(tmp_path: Path) -> None:
