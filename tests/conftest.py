@@ -75,6 +75,8 @@ async def pair(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Pair]:
             "base_url": cpo.oicp_url,
             "inbound_token": CPO_CALLS_EMP,
             "outbound_token": EMP_CALLS_CPO,
+            # the CPO node authorizes offline with the EMP node's tokens (tests/e2e/test_authorization.py)
+            "push": ["PushAuthenticationData"],
         },
     ]
     directory: Path = tmp_path_factory.mktemp("pair")

@@ -1,15 +1,119 @@
-"""The authorization service. Until its logic lands (authorization logic: issue #4) it consumes its command queue and
-rejects every command to the dead-letter queue with a command.rejected event."""
+"""The authorization service: app factory and composition root.
+
+EMP role: the token store (``emp.token.set``), AuthorizeStart/Stop decisions for CPO peers (from the
+store, or an internal decider asked by request/reply with a fallback), and PushAuthenticationData of
+the offline tokens to CPO peers that take it. CPO role: the authentication data EMP peers push, and
+AuthorizeStart/Stop for the node's charge point backend (offline data first, then the EMP of the
+EvcoID, or an RFID broadcast to every EMP peer with an authorization contract).
+"""
 
 from __future__ import annotations
 
-from faststream import FastStream
+import contextlib
+from dataclasses import dataclass
 
-from shared.bus.reserved import create_reserved_worker
+import redis.asyncio as aioredis
+from faststream import FastStream
+from faststream.rabbit import RabbitBroker
+from faststream.specification import AsyncAPI
+
+from services.authorization.push import AuthDataPusher
+from shared.bus.client import Bus, create_broker
+from shared.bus.messages import EventType
+from shared.bus.middleware import reject_poison
+from shared.bus.rpc import RpcClient
+from shared.bus.topology import Topology, declare_topology
+from shared.peers.client import PeerClient
+from shared.peers.registry import PeerRegistry
 from shared.settings import NodeSettings
+from shared.stores.auth_data import AuthDataStore
+from shared.stores.delivery import DeliveryStore
+from shared.stores.redis import KeySpace, create_redis
+from shared.stores.sessions import SessionLedger
+from shared.stores.tokens import TokenStore
 
 SERVICE = "authorization"
+EVENTS = (
+    EventType.TOKENS_CHANGED,
+    EventType.AUTHORIZATION_DECIDED,
+    EventType.AUTH_DATA_RECEIVED,
+    EventType.SESSION_AUTHORIZED,
+    EventType.COMMAND_REJECTED,
+)
+
+
+@dataclass
+class AuthorizationDeps:
+    settings: NodeSettings
+    broker: RabbitBroker
+    topology: Topology
+    bus: Bus
+    redis: aioredis.Redis
+    keys: KeySpace
+    registry: PeerRegistry
+    tokens: TokenStore
+    auth_data: AuthDataStore
+    ledger: SessionLedger
+    delivery_store: DeliveryStore
+    rpc: RpcClient
+    client: PeerClient
+    pusher: AuthDataPusher
+
+    @classmethod
+    def build(cls, settings: NodeSettings) -> AuthorizationDeps:
+        topology = Topology(settings.rabbitmq.prefix, settings.rabbitmq.delivery_limit)
+        broker = create_broker(settings, SERVICE)
+        bus = Bus(broker, topology, settings.name, events=EVENTS)
+        broker.add_middleware(reject_poison(bus))
+        redis = create_redis(settings.redis, f"{settings.name}-{SERVICE}")
+        keys = KeySpace(settings.redis.key_prefix)
+        registry = PeerRegistry(redis, keys, settings.peers)
+        tokens = TokenStore(redis, keys)
+        delivery_store = DeliveryStore(redis, keys)
+        # Opens its connection only when used (inside the loop), like the RPC client below.
+        client = PeerClient.create()
+        return cls(
+            settings=settings,
+            broker=broker,
+            topology=topology,
+            bus=bus,
+            redis=redis,
+            keys=keys,
+            registry=registry,
+            tokens=tokens,
+            auth_data=AuthDataStore(redis, keys),
+            ledger=SessionLedger(redis, keys),
+            delivery_store=delivery_store,
+            rpc=RpcClient(settings.rabbitmq.url, topology, settings.name, f"{settings.name}/{SERVICE}-rpc"),
+            client=client,
+            pusher=AuthDataPusher(settings, tokens, delivery_store, registry, client, redis),
+        )
+
+    async def start(self) -> None:
+        """Before the subscribers start: topology declared, the decider client and the push lanes ready."""
+        await self.broker.connect()
+        await declare_topology(self.broker, self.topology)
+        if self.settings.provider_ids and self.settings.authorization.use_decider:
+            await self.rpc.start()
+        if self.settings.provider_ids:
+            await self.pusher.start()
+
+    async def stop(self) -> None:
+        await self.pusher.stop()
+        await self.rpc.close()
+        await self.client.close()
+        with contextlib.suppress(Exception):
+            await self.redis.aclose()
 
 
 def create_app(settings: NodeSettings) -> FastStream:
-    return create_reserved_worker(settings, SERVICE, "authorization logic: issue #4")
+    from services.authorization.handlers import register_handlers
+
+    deps = AuthorizationDeps.build(settings)
+    register_handlers(deps)
+    return FastStream(
+        deps.broker,
+        specification=AsyncAPI(deps.broker, title=f"oicp-p2p {SERVICE}"),
+        on_startup=[deps.start],
+        on_shutdown=[deps.stop],
+    )

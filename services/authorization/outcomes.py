@@ -1,0 +1,73 @@
+"""What every authorization decision leaves behind: the session in the ledger (when authorized), the
+``session.authorized`` event, the ``authorization.decided`` event and the worker's reply."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Literal
+
+from shared.bus.messages import AuthorizationDecided, CommandReply, EventType, SessionEvent
+from shared.oicp import AuthorizationStartResponse, AuthorizationStatus, AuthorizationStopResponse, Identification
+from shared.stores.sessions import Session
+
+if TYPE_CHECKING:
+    from services.authorization.app import AuthorizationDeps
+
+Role = Literal["cpo", "emp"]
+
+
+async def record_authorized(deps: AuthorizationDeps, session: Session, correlation_id: str | None) -> Session:
+    """Write the authorized session before the answer goes out (a CDR or stop must find it), then
+    publish ``session.authorized``. A SessionID that exists already (a redelivery) keeps its record."""
+    created, stored = await deps.ledger.create(session, note=f"authorized ({session.role})")
+    if created:
+        await deps.bus.emit_event(
+            EventType.SESSION_AUTHORIZED,
+            SessionEvent(session=stored.as_dict(), previous_state=None, code="000"),
+            correlation_id=correlation_id,
+        )
+    return stored
+
+
+async def decided(
+    deps: AuthorizationDeps,
+    *,
+    role: Role,
+    operation: Literal["AuthorizeStart", "AuthorizeStop"],
+    answer: AuthorizationStartResponse | AuthorizationStopResponse,
+    decided_by: str,
+    correlation_id: str | None,
+    peer_id: str | None = None,
+    operator_id: str | None = None,
+    evse_id: str | None = None,
+    identification: Identification | None = None,
+) -> CommandReply:
+    """Publish ``authorization.decided`` and build the reply whose ``answer`` is the OICP answer."""
+    status = answer.status_code
+    authorized = answer.authorization_status is AuthorizationStatus.AUTHORIZED
+    await deps.bus.emit_event(
+        EventType.AUTHORIZATION_DECIDED,
+        AuthorizationDecided(
+            role=role,
+            operation=operation,
+            authorization_status=answer.authorization_status.value,
+            code=status.code.value,
+            info=status.additional_info,
+            decided_by=decided_by,
+            session_id=answer.session_id,
+            peer_id=peer_id,
+            operator_id=operator_id,
+            provider_id=answer.provider_id,
+            evse_id=evse_id,
+            identification_kind=identification.kind if identification is not None else None,
+            decided_at=datetime.now(UTC),
+        ),
+        correlation_id=correlation_id,
+    )
+    return CommandReply(
+        ok=authorized,
+        code=status.code,
+        info=status.additional_info,
+        session_id=answer.session_id,
+        answer=answer.to_oicp(),
+    )
