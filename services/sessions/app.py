@@ -1,18 +1,119 @@
-"""The sessions service. Until its logic lands (session ledger, remote start/stop, reservations,
-notifications: issue #4) it consumes its command queue and rejects every command to the
-dead-letter queue with a command.rejected event."""
+"""The sessions service: app factory and composition root.
+
+EMP role: sends remote start/stop and reservations to CPO peers (never retried), receives charging
+notifications. CPO role: receives remote start/stop and reservations from EMP peers, asks the charge
+point backend by request/reply, sends charging notifications to the session's EMP. Both roles keep
+the session ledger (ARCHITECTURE §6): a session is recorded *before* anything is sent or asked, so it
+survives a timeout, and a late confirmation of the charge point is adopted.
+"""
 
 from __future__ import annotations
 
-from faststream import FastStream
+import contextlib
+from dataclasses import dataclass
 
-from shared.bus.reserved import create_reserved_worker
+import redis.asyncio as aioredis
+from faststream import FastStream
+from faststream.rabbit import RabbitBroker
+from faststream.specification import AsyncAPI
+
+from shared.bus.client import Bus, create_broker
+from shared.bus.messages import EventType
+from shared.bus.middleware import reject_poison
+from shared.bus.rpc import RpcClient
+from shared.bus.topology import Topology, declare_topology
+from shared.peers.client import PeerClient
+from shared.peers.registry import PeerRegistry
 from shared.settings import NodeSettings
+from shared.stores.evse_data import EvseDataStore
+from shared.stores.redis import KeySpace, create_redis
+from shared.stores.sessions import SessionLedger
 
 SERVICE = "sessions"
+EVENTS = (
+    EventType.SESSION_REQUESTED,
+    EventType.SESSION_STARTED,
+    EventType.SESSION_REFUSED,
+    EventType.SESSION_FAILED,
+    EventType.SESSION_STOPPED,
+    EventType.SESSION_RESERVED,
+    EventType.SESSION_RESERVATION_ENDED,
+    EventType.SESSION_EXPIRED,
+    EventType.SESSION_NOTIFICATION,
+    EventType.SESSION_CDR_MISSING,
+    EventType.COMMAND_REJECTED,
+)
+
+
+@dataclass
+class SessionsDeps:
+    settings: NodeSettings
+    broker: RabbitBroker
+    topology: Topology
+    bus: Bus
+    redis: aioredis.Redis
+    keys: KeySpace
+    registry: PeerRegistry
+    ledger: SessionLedger
+    own_data: EvseDataStore
+    client: PeerClient
+    rpc: RpcClient
+
+    @classmethod
+    def build(cls, settings: NodeSettings) -> SessionsDeps:
+        """Build everything without connecting (the AsyncAPI generator builds the app offline)."""
+        topology = Topology(settings.rabbitmq.prefix, settings.rabbitmq.delivery_limit)
+        broker = create_broker(settings, SERVICE)
+        bus = Bus(broker, topology, settings.name, events=EVENTS)
+        broker.add_middleware(reject_poison(bus))
+        redis = create_redis(settings.redis, f"{settings.name}-{SERVICE}")
+        keys = KeySpace(settings.redis.key_prefix)
+        return cls(
+            settings=settings,
+            broker=broker,
+            topology=topology,
+            bus=bus,
+            redis=redis,
+            keys=keys,
+            registry=PeerRegistry(redis, keys, settings.peers),
+            ledger=SessionLedger(redis, keys),
+            own_data=EvseDataStore(redis, keys, "own"),
+            client=PeerClient.create(),
+            rpc=RpcClient(settings.rabbitmq.url, topology, settings.name, f"{settings.name}/{SERVICE}-rpc"),
+        )
+
+    def key(self, *parts: str) -> str:
+        return self.keys.key("sessions", *parts)
 
 
 def create_app(settings: NodeSettings) -> FastStream:
-    return create_reserved_worker(
-        settings, SERVICE, "session ledger, remote start/stop, reservations, notifications: issue #4"
+    from services.sessions.cpo import adopt_late_reply
+    from services.sessions.handlers import register_handlers
+    from services.sessions.housekeeping import Housekeeping
+
+    deps = SessionsDeps.build(settings)
+    register_handlers(deps)
+    housekeeping = Housekeeping(deps)
+
+    async def start() -> None:
+        await deps.broker.connect()
+        await declare_topology(deps.broker, deps.topology)
+        # The backend's answer to a request that timed out still arrives on this process's reply
+        # consumer: adopt it (a charge point that did start is a real session).
+        deps.rpc.on_late_reply = lambda request_id, reply: adopt_late_reply(deps, request_id, reply)
+        await deps.rpc.start()
+        await housekeeping.start()
+
+    async def stop() -> None:
+        await housekeeping.stop()
+        await deps.rpc.close()
+        await deps.client.close()
+        with contextlib.suppress(Exception):
+            await deps.redis.aclose()
+
+    return FastStream(
+        deps.broker,
+        specification=AsyncAPI(deps.broker, title=f"oicp-p2p {SERVICE}"),
+        on_startup=[start],
+        on_shutdown=[stop],
     )

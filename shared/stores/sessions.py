@@ -8,7 +8,8 @@ States and the transitions allowed (both roles; ``cpo`` and ``emp`` keep their o
         │   ╲         │   ╲          └───────────┴──────────┘   (End without Progress)
         │    ► reserved ──► expired
         ▼
-    refused / error ──► started          (a late confirmation is adopted, never dropped)
+    refused / error ──► started          (a late confirmation is adopted, never dropped;
+            error ──► reserved         a late reservation confirmation as well)
 
 * ``requested``: a remote start (or reservation) was sent (EMP) / received and handed to the charge
   point backend (CPO). The session exists from this moment, *before* any answer.
@@ -19,12 +20,14 @@ States and the transitions allowed (both roles; ``cpo`` and ``emp`` keep their o
   a reservation or authorization ran out unused.
 
 Each write is one Lua script (check the current state, write, move the indexes), so two workers never
-make conflicting transitions. Indexes: by state (zset, score = last change), by EVSE, by peer, and
-"ended without CDR" (zset, score = end time) for reconciliation.
+make conflicting transitions. Indexes: by state (zset, score = last change), by EVSE, active
+reservations (zset, score = reservation_until) for expiry, and "ended without CDR" (zset, score = end
+time) for reconciliation.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -56,7 +59,8 @@ S = SessionState
 ALLOWED_FROM: dict[SessionState, frozenset[SessionState]] = {
     S.REQUESTED: frozenset(),
     S.AUTHORIZED: frozenset({S.REQUESTED}),
-    S.RESERVED: frozenset({S.REQUESTED, S.AUTHORIZED}),
+    # a reservation confirmed by the charge point after the answer timed out is adopted as well
+    S.RESERVED: frozenset({S.REQUESTED, S.AUTHORIZED, S.ERROR}),
     # a late confirmation after a refusal/timeout is adopted: the session is real
     S.STARTED: frozenset({S.REQUESTED, S.AUTHORIZED, S.RESERVED, S.REFUSED, S.ERROR, S.EXPIRED}),
     S.CHARGING: frozenset({S.REQUESTED, S.AUTHORIZED, S.STARTED, S.REFUSED, S.ERROR}),
@@ -122,9 +126,11 @@ class Session:
         return cls(**data)
 
 
-# KEYS[1] session key, KEYS[2] history list, KEYS[3] state index prefix, KEYS[4] without-CDR zset.
+# KEYS[1] session key, KEYS[2] history list, KEYS[3] state index prefix, KEYS[4] without-CDR zset,
+# KEYS[5] active reservations zset (score = reservation_until, epoch s).
 # ARGV[1] wanted state, ARGV[2] allowed from-states (JSON list; "*" = create only if absent),
-# ARGV[3] now, ARGV[4] score (epoch s), ARGV[5] JSON of fields to set, ARGV[6] history entry.
+# ARGV[3] now, ARGV[4] score (epoch s), ARGV[5] JSON of fields to set, ARGV[6] history entry,
+# ARGV[7] reservation_until (epoch s) when the session becomes/stays reserved, else "".
 # Returns {ok (1/0), current session JSON or "", previous state or ""}.
 _WRITE = """
 local raw = redis.call('GET', KEYS[1])
@@ -155,6 +161,12 @@ if wanted == 'ended' then
 elseif wanted == 'cdr_sent' or wanted == 'cdr_received' then
   redis.call('ZREM', KEYS[4], session['session_id'])
 end
+-- the expiry index holds exactly the sessions that are reserved now
+if wanted == 'reserved' and ARGV[7] ~= '' then
+  redis.call('ZADD', KEYS[5], ARGV[7], session['session_id'])
+elseif wanted ~= 'reserved' then
+  redis.call('ZREM', KEYS[5], session['session_id'])
+end
 return {1, encoded, previous}
 """
 
@@ -179,6 +191,10 @@ class SessionLedger:
     def _without_cdr(self) -> str:
         return self._keys.key("sessions", "without-cdr")
 
+    @property
+    def _reservations(self) -> str:
+        return self._keys.key("sessions", "reservations")
+
     def _evse_key(self, evse_id: str) -> str:
         return self._keys.key("sessions", "by-evse", evse_id)
 
@@ -187,8 +203,15 @@ class SessionLedger:
     ) -> tuple[bool, Session | None, str]:
         now = _now()
         entry = orjson.dumps({"at": now, "state": wanted.value, "note": note})
+        until = fields.get("reservation_until")
         ok, raw, previous = await self._write(
-            keys=[self._session_key(session_id), self._history_key(session_id), self._state_prefix, self._without_cdr],
+            keys=[
+                self._session_key(session_id),
+                self._history_key(session_id),
+                self._state_prefix,
+                self._without_cdr,
+                self._reservations,
+            ],
             args=[
                 wanted.value,
                 orjson.dumps(allowed),
@@ -196,6 +219,7 @@ class SessionLedger:
                 datetime.now(UTC).timestamp(),
                 orjson.dumps(fields),
                 entry,
+                str(datetime.fromisoformat(until).timestamp()) if until else "",
             ],
         )
         session = Session.from_dict(orjson.loads(raw)) if raw else None
@@ -211,12 +235,21 @@ class SessionLedger:
         return ok, stored
 
     async def transition(
-        self, session_id: str, to: SessionState, note: str | None = None, **fields: Any
+        self,
+        session_id: str,
+        to: SessionState,
+        note: str | None = None,
+        *,
+        only_from: Iterable[SessionState] | None = None,
+        **fields: Any,
     ) -> tuple[Session, SessionState | None]:
         """Move a session to ``to`` (setting ``fields``); returns (session, previous state).
 
+        ``only_from`` narrows the states the machine allows (atomically, in the same script): an
+        outcome that settles a request applies only while the session is still ``requested``.
         Raises UnknownSession, or InvalidTransition if the state machine does not allow it."""
-        allowed = sorted(s.value for s in ALLOWED_FROM[to])
+        allowed_from = ALLOWED_FROM[to] if only_from is None else ALLOWED_FROM[to] & frozenset(only_from)
+        allowed = sorted(s.value for s in allowed_from)
         if to is S.ENDED:
             fields.setdefault("ended_at", _now())
         ok, session, previous = await self._run(session_id, to, allowed, fields, note)
@@ -257,3 +290,40 @@ class SessionLedger:
         """Sessions that ended longer ago than ``older_than_seconds`` and still have no CDR."""
         cutoff = datetime.now(UTC).timestamp() - older_than_seconds
         return await self._many(await self._redis.zrangebyscore(self._without_cdr, "-inf", cutoff, 0, limit))
+
+    async def count_without_cdr(self, older_than_seconds: float) -> int:
+        """How many sessions ended longer ago than ``older_than_seconds`` and still have no CDR (metric)."""
+        cutoff = datetime.now(UTC).timestamp() - older_than_seconds
+        return int(await self._redis.zcount(self._without_cdr, "-inf", cutoff))
+
+    async def ended_without_cdr_between(
+        self, after: float, older_than_seconds: float, limit: int = 1000
+    ) -> list[tuple[Session, float]]:
+        """(session, end time as epoch s) of sessions without CDR that ended after ``after`` (epoch s)
+        and longer ago than ``older_than_seconds``, oldest first: reconciliation walks this with a
+        cursor, so a large backlog of already-reported sessions never hides a newer one."""
+        cutoff = datetime.now(UTC).timestamp() - older_than_seconds
+        pairs = await self._redis.zrangebyscore(self._without_cdr, f"({after}", cutoff, 0, limit, withscores=True)
+        sessions = {s.session_id: s for s in await self._many([member for member, _ in pairs])}
+        return [(sessions[m.decode()], float(score)) for m, score in pairs if m.decode() in sessions]
+
+    async def reservations_due(self, at: datetime | None = None, limit: int = 1000) -> list[Session]:
+        """Reserved sessions whose ``reservation_until`` has passed (the expiry index)."""
+        moment = (at or datetime.now(UTC)).timestamp()
+        return await self._many(await self._redis.zrangebyscore(self._reservations, "-inf", moment, 0, limit))
+
+    async def reschedule_reservation(self, session_id: str, until: datetime, note: str | None = None) -> Session:
+        """Move the end of an active reservation (the CPO's backend shortened or extended it)."""
+        # allowed from nothing but itself: only an active reservation can be moved
+        ok, session, _ = await self._run(
+            session_id,
+            S.RESERVED,
+            [],
+            {"reservation_until": until.isoformat()},
+            note or f"reservation until {until.isoformat()}",
+        )
+        if session is None:
+            raise UnknownSession(session_id)
+        if not ok:
+            raise InvalidTransition(session_id, session.state, S.RESERVED)
+        return session

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import pytest_asyncio
@@ -94,3 +95,51 @@ async def test_indexes_and_sessions_without_cdr(ledger: SessionLedger) -> None:
     assert first.session_id in {s.session_id for s in await ledger.by_state(S.ENDED)}
     counts = await ledger.count_by_state()
     assert counts["ended"] >= 1 and counts["cdr_received"] >= 1
+
+
+async def test_only_from_narrows_the_machine(ledger: SessionLedger) -> None:
+    session = new_session()
+    await ledger.create(session)
+    await ledger.transition(session.session_id, S.STARTED, note="a Start notification came first")
+    # the answer to the request settles only a session that is still requested
+    with pytest.raises(InvalidTransition):
+        await ledger.transition(session.session_id, S.ERROR, only_from={S.REQUESTED})
+    assert (await ledger.get(session.session_id)).state is S.STARTED  # type: ignore[union-attr]
+
+
+async def test_reservations_expire_by_their_end_time(ledger: SessionLedger) -> None:
+    now = datetime.now(UTC)
+    due, later = new_session(), new_session()
+    for s, until in ((due, now + timedelta(minutes=1)), (later, now + timedelta(minutes=30))):
+        await ledger.create(s)
+        await ledger.transition(s.session_id, S.RESERVED, reservation_until=until.isoformat())
+    assert due.session_id not in {s.session_id for s in await ledger.reservations_due()}
+    await ledger.reschedule_reservation(due.session_id, now - timedelta(seconds=1))
+    found = {s.session_id for s in await ledger.reservations_due()}
+    assert due.session_id in found and later.session_id not in found
+    # leaving the reserved state leaves the index; a session that is not reserved cannot be rescheduled
+    await ledger.transition(due.session_id, S.EXPIRED)
+    assert due.session_id not in {s.session_id for s in await ledger.reservations_due()}
+    with pytest.raises(InvalidTransition):
+        await ledger.reschedule_reservation(due.session_id, now)
+    # a late reservation confirmation after a timeout is adopted
+    late = new_session()
+    await ledger.create(late)
+    await ledger.transition(late.session_id, S.ERROR)
+    stored, previous = await ledger.transition(late.session_id, S.RESERVED, reservation_until=now.isoformat())
+    assert stored.state is S.RESERVED and previous is S.ERROR
+
+
+async def test_ended_without_cdr_from_a_cursor(ledger: SessionLedger) -> None:
+    first, second = new_session(), new_session()
+    for s in (first, second):
+        await ledger.create(s)
+        await ledger.transition(s.session_id, S.ENDED)
+    waiting = await ledger.ended_without_cdr_between(0.0, older_than_seconds=0)
+    ids = [s.session_id for s, _ in waiting]
+    assert ids.index(first.session_id) < ids.index(second.session_id)  # oldest first
+    cursor = dict((s.session_id, ended) for s, ended in waiting)[first.session_id]
+    after = [s.session_id for s, _ in await ledger.ended_without_cdr_between(cursor, older_than_seconds=0)]
+    assert first.session_id not in after and second.session_id in after
+    assert await ledger.count_without_cdr(0) >= 2
+    assert await ledger.count_without_cdr(3600) == 0
