@@ -31,7 +31,7 @@ services:
 	@deploy/scripts/ensure-services.sh
 
 run: venv services
-	$(PY) -m shared.node deploy/config/demo-cpo.yaml deploy/config/demo-emp.yaml
+	$(PY) -m shared.node deploy/config/demo-cpo.yaml deploy/config/demo-emp.yaml --demo-backend deploy/config/demo-cpo.yaml
 
 test: venv services
 	$(PY) -m pytest

@@ -46,6 +46,14 @@ EVSE_STATUS_PROPAGATION = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
 
+# Session gauges are read from the ledger in Redis when /metrics is scraped (the gateway serves them):
+# the ledger is shared by every replica of every worker, so no single worker process could tell.
+SESSIONS = Gauge("oicp_sessions", "Sessions in the ledger by state", ["state"])
+SESSIONS_WITHOUT_CDR = Gauge(
+    "oicp_sessions_without_cdr",
+    "Sessions that ended longer ago than sessions.cdr_missing_after_seconds and still have no CDR",
+)
+
 
 async def metrics_endpoint(request: Request) -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

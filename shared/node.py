@@ -33,10 +33,19 @@ class Child:
 
     def start(self) -> None:
         env = dict(os.environ, **{CONFIG_ENV: str(self.config)})
-        self.process = subprocess.Popen([sys.executable, "-m", f"services.{self.service}"], env=env)
+        if self.service == DEMO_BACKEND:
+            argv = [sys.executable, str(DEMO_BACKEND_SCRIPT)]
+        else:
+            argv = [sys.executable, "-m", f"services.{self.service}"]
+        self.process = subprocess.Popen(argv, env=env)
 
 
-def run(configs: list[Path]) -> int:
+# The demo's stand-in for a CPO's charge point backend (answers remote starts and reservations).
+DEMO_BACKEND = "demo-backend"
+DEMO_BACKEND_SCRIPT = Path(__file__).resolve().parents[1] / "deploy" / "scripts" / "demo_backend.py"
+
+
+def run(configs: list[Path], demo_backend_for: list[Path] | None = None) -> int:
     children: list[Child] = []
     for config in configs:
         try:
@@ -45,6 +54,8 @@ def run(configs: list[Path]) -> int:
             print(exc, file=sys.stderr)
             return CONFIG_ERROR_EXIT
         children += [Child(settings.name, service, config) for service in SERVICES]
+        if config in (demo_backend_for or []):
+            children.append(Child(settings.name, DEMO_BACKEND, config))
         print(
             f"node {settings.name}: OICP on http://{settings.oicp.host}:{settings.oicp.port}, internal API on "
             f"http://{settings.internal.host}:{settings.internal.port}",
@@ -96,7 +107,16 @@ def run(configs: list[Path]) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description="Run oicp-p2p nodes (every service as a process).")
     parser.add_argument("configs", nargs="+", type=Path, help="node configuration files (YAML)")
-    sys.exit(run(parser.parse_args().configs))
+    parser.add_argument(
+        "--demo-backend",
+        action="append",
+        type=Path,
+        default=[],
+        metavar="CONFIG",
+        help="also run the demo charge point backend for this node (one of the configs)",
+    )
+    args = parser.parse_args()
+    sys.exit(run(args.configs, args.demo_backend))
 
 
 if __name__ == "__main__":

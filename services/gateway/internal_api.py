@@ -8,6 +8,7 @@ and serves ``/healthz``, ``/readyz`` and ``/metrics`` (those three without a tok
 from __future__ import annotations
 
 import hmac
+import logging
 from collections.abc import Awaitable, Callable
 
 import orjson
@@ -20,7 +21,7 @@ from starlette.routing import Route
 from services.gateway.context import GatewayContext
 from shared.bus.client import BusUnavailable
 from shared.bus.messages import COMMAND_PAYLOADS, INTERNAL_COMMANDS, CommandType, EvseStatusSet, Payload
-from shared.metrics import metrics_endpoint
+from shared.metrics import SESSIONS, SESSIONS_WITHOUT_CDR, metrics_endpoint
 from shared.oicp import StatusCodeValue
 from shared.oicp.ids import operator_id_of_evse
 from shared.oicp.messages import DEFAULT_PAGE_SIZE
@@ -28,12 +29,35 @@ from shared.oicp.messages import MAX_CDR_PAGE_SIZE as MAX_PAGE_SIZE
 from shared.peers.registry import PeerConflict
 from shared.settings import PeerConfig, PushOperation, Role
 from shared.stores.evse_data import EvseDataQuery
+from shared.stores.sessions import SessionState
+
+logger = logging.getLogger(__name__)
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
+
+# Commands whose negative outcome is still an answer (a refused remote start, a NotAuthorized medium):
+# HTTP 200 with the outcome, as long as the worker replied.
+OUTCOME_COMMANDS = frozenset(
+    {
+        CommandType.CPO_AUTHORIZE_START,
+        CommandType.CPO_AUTHORIZE_STOP,
+        CommandType.EMP_REMOTE_START,
+        CommandType.EMP_REMOTE_STOP,
+        CommandType.EMP_RESERVATION_START,
+        CommandType.EMP_RESERVATION_STOP,
+        CommandType.CPO_SESSION_NOTIFY,
+    }
+)
 # Commands whose outcome the internal API waits for (request/reply); the others are queued (202).
 REPLYING_COMMANDS = frozenset(
-    {CommandType.CPO_EVSE_DATA_SET, CommandType.CPO_PRICING_PRODUCTS_SET, CommandType.CPO_EVSE_PRICING_SET}
+    {
+        CommandType.CPO_EVSE_DATA_SET,
+        CommandType.CPO_PRICING_PRODUCTS_SET,
+        CommandType.CPO_EVSE_PRICING_SET,
+        CommandType.EMP_TOKEN_SET,
+        *OUTCOME_COMMANDS,
+    }
 )
 REPLY_HTTP_STATUS = {StatusCodeValue.DATA_TRANSACTION_ERROR: 409}
 
@@ -155,9 +179,12 @@ def create_internal_app(ctx: GatewayContext) -> Starlette:
         if command in REPLYING_COMMANDS:
             # insert/update can conflict (009): the caller gets the worker's verdict, not just "queued".
             reply = await ctx.rpc.request(
-                command, payload, timeout=ctx.settings.oicp.request_timeout_seconds, correlation_id=correlation_id
+                command, payload, timeout=ctx.reply_timeout(command), correlation_id=correlation_id
             )
-            status = 200 if reply.ok else REPLY_HTTP_STATUS.get(reply.code, 422)
+            if reply.ok or command in OUTCOME_COMMANDS:
+                status = 200
+            else:
+                status = REPLY_HTTP_STATUS.get(reply.code, 422)
             return JSON({"type": command.value, **reply.model_dump(mode="json")}, status_code=status)
         envelope = await ctx.bus.send_command(command, payload, correlation_id=correlation_id)
         return JSON({"accepted": True, "event_id": str(envelope.event_id), "type": command.value}, status_code=202)
@@ -274,10 +301,76 @@ def create_internal_app(ctx: GatewayContext) -> Starlette:
         ]
         return JSON(states)
 
+    # ---- sessions -----------------------------------------------------------------------------
+
+    async def show_session(request: Request) -> Response:
+        session_id = request.path_params["session_id"]
+        session = await ctx.sessions.get(session_id)
+        if session is None:
+            return problem(404, f"no session {session_id}")
+        return JSON({**session.as_dict(), "history": await ctx.sessions.history(session_id)})
+
+    async def list_sessions(request: Request) -> Response:
+        """Sessions by state (most recently changed first) or by EVSE; without a filter, the counts."""
+        limit = _int_param(request, "limit", DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        state, evse_id = request.query_params.get("state"), request.query_params.get("evse")
+        if state is not None:
+            try:
+                wanted = SessionState(state)
+            except ValueError:
+                raise ValueError(f"state must be one of {', '.join(s.value for s in SessionState)}") from None
+            sessions = await ctx.sessions.by_state(wanted, limit)
+            if evse_id is not None:
+                sessions = [s for s in sessions if s.evse_id == evse_id]
+        elif evse_id is not None:
+            sessions = await ctx.sessions.by_evse(evse_id, limit)
+        else:
+            return JSON({"counts": await ctx.sessions.count_by_state()})
+        return JSON({"sessions": [s.as_dict() for s in sessions]})
+
+    async def sessions_without_cdr(request: Request) -> Response:
+        """Ended sessions still waiting for their CDR, longer than ``older_than`` seconds (default: the
+        configured cdr_missing_after_seconds)."""
+        raw = request.query_params.get("older_than")
+        try:
+            older_than = float(raw) if raw is not None else ctx.settings.sessions.cdr_missing_after_seconds
+        except ValueError:
+            raise ValueError(f"older_than must be a number of seconds, got {raw!r}") from None
+        limit = _int_param(request, "limit", DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        return JSON({"sessions": [s.as_dict() for s in await ctx.sessions.without_cdr(older_than, limit)]})
+
+    # ---- tokens (EMP role) -------------------------------------------------------------------
+
+    async def list_tokens(request: Request) -> Response:
+        """The token store in key order, paged (PINs are never shown)."""
+        page = _int_param(request, "page", 0, 1_000_000)
+        size = _int_param(request, "size", DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        tokens = await ctx.tokens.page(page * size, size)
+        return JSON(
+            {"total": await ctx.tokens.count(), "page": page, "size": size, "tokens": [t.as_dict() for t in tokens]}
+        )
+
+    async def show_token(request: Request) -> Response:
+        stored = await ctx.tokens.get(request.path_params["key"])
+        if stored is None:
+            return problem(404, f"no token {request.path_params['key']}")
+        return JSON(stored.as_dict())
+
+    async def metrics(request: Request) -> Response:
+        try:
+            for state, count in (await ctx.sessions.count_by_state()).items():
+                SESSIONS.labels(state).set(count)
+            SESSIONS_WITHOUT_CDR.set(
+                await ctx.sessions.count_without_cdr(ctx.settings.sessions.cdr_missing_after_seconds)
+            )
+        except Exception as exc:  # Redis down: the other metrics still matter
+            logger.warning("session gauges not refreshed: %s", exc)
+        return await metrics_endpoint(request)
+
     routes = [
         Route("/healthz", healthz),
         Route("/readyz", readyz),
-        Route("/metrics", metrics_endpoint),
+        Route("/metrics", metrics),
         Route("/peers", protected(list_peers), methods=["GET"]),
         Route("/peers", protected(add_peer), methods=["POST"]),
         Route("/peers/{role}/{peer_id}", protected(show_peer), methods=["GET"]),
@@ -288,5 +381,10 @@ def create_internal_app(ctx: GatewayContext) -> Starlette:
         Route("/evses/{evse_id}/status", protected(evse_status), methods=["GET"]),
         Route("/delivery", protected(delivery_state), methods=["GET"]),
         Route("/pulls", protected(pull_states), methods=["GET"]),
+        Route("/tokens", protected(list_tokens), methods=["GET"]),
+        Route("/tokens/{key}", protected(show_token), methods=["GET"]),
+        Route("/sessions", protected(list_sessions), methods=["GET"]),
+        Route("/sessions/without-cdr", protected(sessions_without_cdr), methods=["GET"]),
+        Route("/sessions/{session_id}", protected(show_session), methods=["GET"]),
     ]
     return Starlette(routes=routes)

@@ -30,6 +30,14 @@ IMPLEMENTED = {
     "PullEvseStatusByOperatorId",
     "PullPricingProductData",
     "PullEVSEPricing",
+    "AuthorizeStart",
+    "AuthorizeStop",
+    "AuthorizeRemoteStart",
+    "AuthorizeRemoteStop",
+    "AuthorizeRemoteReservationStart",
+    "AuthorizeRemoteReservationStop",
+    "ChargingNotification",
+    "PushAuthenticationData",
 }
 
 

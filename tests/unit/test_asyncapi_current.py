@@ -32,7 +32,16 @@ EVENT_PUBLISHERS = {
     EventType.EVSE_PRICING_CHANGED: {"evse_push"},
     EventType.EVSE_PRICING_RECEIVED: {"evse_push"},
     EventType.PEER_DELIVERY_FAILED: {"evse_push"},
-    EventType.COMMAND_REJECTED: {"evse_push", *RESERVED_COMMAND_PATTERNS},
+    EventType.COMMAND_REJECTED: {"evse_push", "authorization", "sessions", *RESERVED_COMMAND_PATTERNS},
+    EventType.TOKENS_CHANGED: {"authorization"},
+    EventType.AUTHORIZATION_DECIDED: {"authorization"},
+    EventType.AUTH_DATA_RECEIVED: {"authorization"},
+    EventType.SESSION_AUTHORIZED: {"authorization"},
+    **{
+        event: {"sessions"}
+        for event in EventType
+        if event.value.startswith("session.") and event is not EventType.SESSION_AUTHORIZED
+    },
 }
 
 
