@@ -45,6 +45,7 @@ from shared.oicp import (
 from shared.oicp.ids import normalize_id
 from shared.oicp.operations import OPERATIONS_BY_NAME
 from shared.peers.client import PeerCallError, PeerClient
+from shared.peers.lanes import LaneSet
 from shared.peers.registry import PeerRegistry
 from shared.settings import DeliverySettings, NodeSettings, PeerConfig, PushOperation, Role
 from shared.stores.delivery import DeliveryStore
@@ -232,7 +233,7 @@ class AuthDataLane:
         )
 
 
-class AuthDataPusher:
+class AuthDataPusher(LaneSet[str, AuthDataLane]):
     """Keeps one lane per enabled CPO peer that takes PushAuthenticationData, following the registry."""
 
     def __init__(
@@ -244,15 +245,12 @@ class AuthDataPusher:
         client: PeerClient,
         redis: aioredis.Redis,
     ) -> None:
+        super().__init__(store, redis, "authdata", logger)
         self.settings = settings
         self.tokens = tokens
-        self.store = store
         self.registry = registry
         self.client = client
-        self.redis = redis
         self.owner = f"{settings.name}-authorization-{uuid.uuid4().hex[:8]}"
-        self.lanes: dict[str, AuthDataLane] = {}
-        self._tasks: list[asyncio.Task[None]] = []
 
     async def push_peers(self) -> list[PeerConfig]:
         return [p for p in await self.registry.enabled(Role.CPO) if OPERATION in p.push]
@@ -266,58 +264,22 @@ class AuthDataPusher:
         self.wake()
         await self.store.notify(OPERATION)
 
-    def wake(self) -> None:
-        for lane in self.lanes.values():
-            lane.wake.set()
+    # ---- the LaneSet hooks --------------------------------------------------------------------
 
-    async def start(self) -> None:
-        await self._sync_lanes()
-        self._tasks = [
-            asyncio.create_task(self._supervise(), name="authdata-supervisor"),
-            asyncio.create_task(self._listen(), name="authdata-wake-listener"),
-        ]
+    @property
+    def poll_interval(self) -> float:
+        return self.settings.delivery.poll_interval_seconds
 
-    async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        await asyncio.gather(*(lane.stop() for lane in self.lanes.values()))
-        self.lanes.clear()
+    async def wanted_lanes(self) -> dict[str, PeerConfig]:
+        return {p.key: p for p in await self.push_peers()}
 
-    async def _listen(self) -> None:
-        while True:
-            try:
-                async with self.redis.pubsub() as pubsub:
-                    await pubsub.subscribe(self.store.wake_channel)
-                    async for message in pubsub.listen():
-                        if message.get("type") == "message" and message["data"].decode() == OPERATION.value:
-                            self.wake()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                logger.warning("wake-up channel lost; lanes poll until it is back", exc_info=True)
-                await asyncio.sleep(self.settings.delivery.poll_interval_seconds)
+    def new_lane(self, key: str, peer: PeerConfig) -> AuthDataLane:
+        return AuthDataLane(self, peer)
 
-    async def _supervise(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.delivery.poll_interval_seconds)
-            try:
-                await self._sync_lanes()
-            except Exception:
-                logger.exception("could not refresh the peer list")
+    def on_wake_message(self, data: bytes) -> None:
+        if data.decode() == OPERATION.value:
+            self.wake()
 
-    async def _sync_lanes(self) -> None:
-        wanted = {p.key: p for p in await self.push_peers()}
-        for key in list(self.lanes):
-            lane = self.lanes[key]
-            if key not in wanted or wanted[key] != lane.peer:
-                await lane.stop()
-                del self.lanes[key]
-                if key not in wanted:
-                    # Changes are no longer queued for it: whenever it comes back, it gets a fullLoad.
-                    await self.store.request_resync(key, OPERATION, "peer was disabled or removed")
-        for key, peer in wanted.items():
-            if key not in self.lanes:
-                self.lanes[key] = lane = AuthDataLane(self, peer)
-                lane.start()
+    async def lane_removed(self, key: str, lane: AuthDataLane) -> None:
+        # Changes are no longer queued for it: whenever it comes back, it gets a fullLoad.
+        await self.store.request_resync(key, OPERATION, "peer was disabled or removed")

@@ -39,6 +39,7 @@ from shared.metrics import (
 )
 from shared.oicp import Acknowledgement, OICPModel, StatusCodeValue
 from shared.peers.client import PeerCallError, PeerClient
+from shared.peers.lanes import LaneSet
 from shared.peers.registry import PeerRegistry
 from shared.settings import DeliverySettings, NodeSettings, PeerConfig, PushOperation, Role
 from shared.stores.delivery import DeliveryStore
@@ -295,7 +296,7 @@ class PushLane:
             )
 
 
-class DeliveryManager:
+class DeliveryManager(LaneSet[tuple[str, PushOperation], PushLane]):
     """Keeps one lane per (enabled EMP peer, operation it takes by push), following the registry."""
 
     def __init__(
@@ -308,17 +309,14 @@ class DeliveryManager:
         sources: dict[PushOperation, PushSource],
         redis: aioredis.Redis,
     ) -> None:
+        super().__init__(store, redis, "delivery", logger)
         self.node = node
         self.settings = node.delivery
-        self.store = store
         self.registry = registry
         self.client = client
         self.bus = bus
         self.sources = sources
-        self.redis = redis
         self.owner = f"{uuid.uuid4()}"
-        self.lanes: dict[tuple[str, PushOperation], PushLane] = {}
-        self._tasks: list[asyncio.Task[None]] = []
 
     async def push_peers(self, operation: PushOperation) -> list[PeerConfig]:
         return [p for p in await self.registry.enabled(Role.EMP) if operation in p.push]
@@ -341,66 +339,32 @@ class DeliveryManager:
         self.wake(operation)
         await self.store.notify(operation)
 
-    async def start(self) -> None:
-        await self._sync_lanes()
-        self._tasks = [
-            asyncio.create_task(self._supervise(), name="delivery-supervisor"),
-            asyncio.create_task(self._listen(), name="delivery-wake-listener"),
-        ]
-
-    async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        await asyncio.gather(*(lane.stop() for lane in self.lanes.values()))
-        self.lanes.clear()
-
     def wake(self, operation: PushOperation | None = None) -> None:
         for (_, op), lane in self.lanes.items():
             if operation is None or op == operation:
                 lane.wake.set()
 
-    async def _listen(self) -> None:
-        """Wake-ups from other replicas: the one that queued a change may not hold the lease."""
-        while True:
-            try:
-                async with self.redis.pubsub() as pubsub:
-                    await pubsub.subscribe(self.store.wake_channel)
-                    async for message in pubsub.listen():
-                        if message.get("type") == "message":
-                            with contextlib.suppress(ValueError):
-                                self.wake(PushOperation(message["data"].decode()))
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                logger.warning("wake-up channel lost; lanes poll until it is back", exc_info=True)
-                await asyncio.sleep(self.settings.poll_interval_seconds)
+    # ---- the LaneSet hooks --------------------------------------------------------------------
 
-    async def _supervise(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.poll_interval_seconds)
-            try:
-                await self._sync_lanes()
-            except Exception:
-                logger.exception("could not refresh the peer list")
+    @property
+    def poll_interval(self) -> float:
+        return self.settings.poll_interval_seconds
 
-    async def _sync_lanes(self) -> None:
+    async def wanted_lanes(self) -> dict[tuple[str, PushOperation], PeerConfig]:
         wanted: dict[tuple[str, PushOperation], PeerConfig] = {}
         for peer in await self.registry.enabled(Role.EMP):
             for operation in peer.push:
                 wanted[(peer.key, PushOperation(operation))] = peer
-        for lane_key in list(self.lanes):
-            lane = self.lanes[lane_key]
-            if lane_key not in wanted or wanted[lane_key] != lane.peer:
-                await lane.stop()
-                del self.lanes[lane_key]
-                if lane_key not in wanted:
-                    # Disabled or removed: changes are no longer queued for it, so whenever it
-                    # comes back it must be resynced.
-                    await self.store.request_resync(lane.peer.key, lane.operation, "peer was disabled or removed")
-        for lane_key, peer in wanted.items():
-            if lane_key not in self.lanes:
-                lane = PushLane(self, peer, self.sources[lane_key[1]])
-                self.lanes[lane_key] = lane
-                lane.start()
+        return wanted
+
+    def new_lane(self, key: tuple[str, PushOperation], peer: PeerConfig) -> PushLane:
+        return PushLane(self, peer, self.sources[key[1]])
+
+    def on_wake_message(self, data: bytes) -> None:
+        with contextlib.suppress(ValueError):
+            self.wake(PushOperation(data.decode()))
+
+    async def lane_removed(self, key: tuple[str, PushOperation], lane: PushLane) -> None:
+        # Disabled or removed: changes are no longer queued for it, so whenever it comes back it
+        # must be resynced.
+        await self.store.request_resync(lane.peer.key, lane.operation, "peer was disabled or removed")

@@ -26,6 +26,7 @@ from shared.metrics import OICP_REQUEST_DURATION, OICP_REQUESTS, OICP_REQUESTS_R
 from shared.oicp import Acknowledgement, OICPModel, StatusCodeValue
 from shared.oicp.errors import describe_validation_error
 from shared.oicp.ids import evse_belongs_to, normalize_id
+from shared.oicp.messages import notification_refusal_text
 from shared.oicp.operations import OPERATIONS, ErrorShape, Face, Operation
 from shared.settings import PeerConfig, Role
 
@@ -103,6 +104,15 @@ async def read_json_body(request: Request, max_bytes: int) -> dict[str, object]:
     if not isinstance(data, dict):
         raise Refusal(StatusCodeValue.DATA_ERROR, "body must be a JSON object", "not_json", 400)
     return data
+
+
+def refusal_text(operation: Operation, exc: ValidationError) -> str:
+    """The AdditionalInfo of a body that does not validate: the fields and what is wrong with them;
+    for charging notifications Hubject's own wording first (DIGEST §6.2), which clients may match."""
+    detail = describe_validation_error(exc)
+    if operation.name == "ChargingNotification" and (text := notification_refusal_text(exc)):
+        return f"{text} ({detail})"
+    return detail
 
 
 def _same_id(a: str, b: str) -> bool:
@@ -190,7 +200,7 @@ def make_endpoint(ctx: GatewayContext, operation: Operation) -> Callable[[Reques
             try:
                 body = operation.request(data)
             except ValidationError as exc:
-                raise Refusal(StatusCodeValue.DATA_ERROR, describe_validation_error(exc), "invalid_body") from exc
+                raise Refusal(StatusCodeValue.DATA_ERROR, refusal_text(operation, exc), "invalid_body") from exc
             except ValueError as exc:  # dispatch helpers (no matching variant)
                 raise Refusal(StatusCodeValue.DATA_ERROR, str(exc), "invalid_body") from exc
             path_id = request.path_params.get(operation.path_param) if operation.path_param else None

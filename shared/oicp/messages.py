@@ -6,7 +6,7 @@ import math
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import AliasChoices, BeforeValidator, Field, StringConstraints, model_validator
+from pydantic import AliasChoices, BeforeValidator, Field, StringConstraints, ValidationError, model_validator
 
 from shared.oicp.base import KWh, OICPDateTime, OICPModel
 from shared.oicp.status import Acknowledgement, PartnerSessionId, SessionId, StatusCode, StatusCodeValue
@@ -596,7 +596,7 @@ class ChargingNotificationProgressRequest(_ChargingNotificationBase):
     @model_validator(mode="after")
     def _duration_or_energy(self) -> Self:
         if self.charging_duration is None and self.consumed_energy_progress is None:
-            raise ValueError("provide either ChargingDuration or ConsumedEnergyProgress or both")
+            raise ValueError(PROGRESS_AMOUNT_TEXT)
         return self
 
 
@@ -647,6 +647,30 @@ def parse_charging_notification(data: object) -> ChargingNotificationRequest:
     for a missing/unknown type)."""
     probe = _NotificationTypeProbe.model_validate(data)
     return CHARGING_NOTIFICATION_MODELS[probe.type].model_validate(data)  # type: ignore[return-value]
+
+
+#: Hubject's refusal texts for charging notifications (DIGEST §6.2), by the field that is wrong; a
+#: refusal names the text first, then the field detail, so a partner's client that matches
+#: Hubject's wording still recognises it.
+NOTIFICATION_REFUSAL_TEXTS: dict[str, str] = {
+    "EvseID": "Please add valid EVSEID",
+    "ChargingStart": "Please provide Charging Start",
+    "ChargingEnd": "Please provide Charging End",
+    "ErrorType": "Please provide ErrorType",
+    "EventOccurred": "Please provide Event Occurred",
+}
+PROGRESS_AMOUNT_TEXT = "Please provide either ChargingDuration or ConsumedEnergyProgress or both"
+
+
+def notification_refusal_text(exc: ValidationError) -> str | None:
+    """Hubject's text for the first error of a charging notification that it names, else None."""
+    for error in exc.errors(include_url=False, include_context=False, include_input=False):
+        loc = tuple(error["loc"])
+        if not loc and "ChargingDuration" in error["msg"]:
+            return PROGRESS_AMOUNT_TEXT
+        if loc and loc[0] in NOTIFICATION_REFUSAL_TEXTS:
+            return NOTIFICATION_REFUSAL_TEXTS[str(loc[0])]
+    return None
 
 
 # ==================================================================================================

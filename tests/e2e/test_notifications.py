@@ -121,14 +121,38 @@ async def test_progress_at_most_every_five_minutes_on_the_emp_side(
     assert second["StatusCode"]["AdditionalInfo"] == TOO_EARLY
 
 
-async def test_a_missing_field_is_named(pair: Pair, web_client: aiohttp.ClientSession) -> None:
+@pytest.mark.parametrize(
+    ("kind", "missing", "text"),
+    [
+        ("Start", "ChargingStart", "Please provide Charging Start"),
+        ("End", "ChargingEnd", "Please provide Charging End"),
+        ("Error", "ErrorType", "Please provide ErrorType"),
+        ("Progress", "EventOccurred", "Please provide Event Occurred"),
+        ("Progress", "ChargingDuration", "Please provide either ChargingDuration or ConsumedEnergyProgress or both"),
+    ],
+)
+async def test_a_refused_notification_has_hubjects_text_and_names_the_field(
+    pair: Pair, web_client: aiohttp.ClientSession, kind: str, missing: str, text: str
+) -> None:
     sid, evse = await started_session(web_client, pair)
-    body = notification("Start", sid, evse)
-    del body["ChargingStart"]
+    body = notification(kind, sid, evse)
+    del body[missing]
+    if missing == "ChargingDuration":  # neither of the two amounts
+        del body["ConsumedEnergyProgress"]
     answer = await oicp(web_client, pair.emp, PATH, CPO_CALLS_EMP, body)
     validate_response(PATH, answer)
     assert answer["Result"] is False and answer["StatusCode"]["Code"] == "022"
-    assert "ChargingStart" in answer["StatusCode"]["AdditionalInfo"]
+    info = answer["StatusCode"]["AdditionalInfo"]
+    assert info.startswith(text), info
+    if missing != "ChargingDuration":
+        assert f"{missing}: Field required" in info, info
+
+
+async def test_an_invalid_evse_id_gets_hubjects_text(pair: Pair, web_client: aiohttp.ClientSession) -> None:
+    sid, evse = await started_session(web_client, pair)
+    answer = await oicp(web_client, pair.emp, PATH, CPO_CALLS_EMP, {**notification("Start", sid, evse), "EvseID": "x"})
+    validate_response(PATH, answer)
+    assert answer["StatusCode"]["AdditionalInfo"].startswith("Please add valid EVSEID"), answer
 
 
 async def test_missing_cdrs_are_reported_once(
