@@ -19,7 +19,7 @@ from faststream.specification import AsyncAPI
 
 from services.authorization.push import AuthDataPusher
 from shared.bus.client import Bus, create_broker
-from shared.bus.messages import EventType
+from shared.bus.messages import EventType, InternalRequest
 from shared.bus.middleware import reject_poison
 from shared.bus.rpc import RpcClient
 from shared.bus.topology import Topology, declare_topology
@@ -33,6 +33,8 @@ from shared.stores.sessions import SessionLedger
 from shared.stores.tokens import TokenStore
 
 SERVICE = "authorization"
+# Requests to internal systems, by request/reply on oicp.requests (declared for the AsyncAPI file).
+REQUESTS = (InternalRequest.EMP_DECIDER_AUTHORIZE_START,)
 EVENTS = (
     EventType.TOKENS_CHANGED,
     EventType.AUTHORIZATION_DECIDED,
@@ -63,7 +65,7 @@ class AuthorizationDeps:
     def build(cls, settings: NodeSettings) -> AuthorizationDeps:
         topology = Topology(settings.rabbitmq.prefix, settings.rabbitmq.delivery_limit)
         broker = create_broker(settings, SERVICE)
-        bus = Bus(broker, topology, settings.name, events=EVENTS)
+        bus = Bus(broker, topology, settings.name, events=EVENTS, requests=REQUESTS)
         broker.add_middleware(reject_poison(bus))
         redis = create_redis(settings.redis, f"{settings.name}-{SERVICE}")
         keys = KeySpace(settings.redis.key_prefix)

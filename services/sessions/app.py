@@ -18,7 +18,7 @@ from faststream.rabbit import RabbitBroker
 from faststream.specification import AsyncAPI
 
 from shared.bus.client import Bus, create_broker
-from shared.bus.messages import EventType
+from shared.bus.messages import EventType, InternalRequest
 from shared.bus.middleware import reject_poison
 from shared.bus.rpc import RpcClient
 from shared.bus.topology import Topology, declare_topology
@@ -30,6 +30,13 @@ from shared.stores.redis import KeySpace, create_redis
 from shared.stores.sessions import SessionLedger
 
 SERVICE = "sessions"
+# Requests to internal systems, by request/reply on oicp.requests (declared for the AsyncAPI file).
+REQUESTS = (
+    InternalRequest.CPO_BACKEND_REMOTE_START,
+    InternalRequest.CPO_BACKEND_REMOTE_STOP,
+    InternalRequest.CPO_BACKEND_RESERVATION_START,
+    InternalRequest.CPO_BACKEND_RESERVATION_STOP,
+)
 EVENTS = (
     EventType.SESSION_REQUESTED,
     EventType.SESSION_STARTED,
@@ -64,7 +71,7 @@ class SessionsDeps:
         """Build everything without connecting (the AsyncAPI generator builds the app offline)."""
         topology = Topology(settings.rabbitmq.prefix, settings.rabbitmq.delivery_limit)
         broker = create_broker(settings, SERVICE)
-        bus = Bus(broker, topology, settings.name, events=EVENTS)
+        bus = Bus(broker, topology, settings.name, events=EVENTS, requests=REQUESTS)
         broker.add_middleware(reject_poison(bus))
         redis = create_redis(settings.redis, f"{settings.name}-{SERVICE}")
         keys = KeySpace(settings.redis.key_prefix)

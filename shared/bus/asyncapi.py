@@ -27,7 +27,7 @@ from faststream.specification import AsyncAPI
 from pydantic import SecretStr
 
 from shared.bus.envelope import Envelope
-from shared.bus.messages import INTERNAL_COMMANDS, CommandType, EventType
+from shared.bus.messages import INTERNAL_COMMANDS, INTERNAL_REQUEST_REPLIES, CommandType, EventType, InternalRequest
 from shared.bus.topology import (
     COMMAND_CONSUMERS,
     DEAD_LETTER_QUEUE,
@@ -114,11 +114,14 @@ def _description(topology: Topology) -> str:
         for pattern in patterns
     )
     events = "\n".join(f"  - {_code(e.value)}" for e in EventType)
+    requests = "\n".join(
+        f"  - {_code(r.value)}: answered with {INTERNAL_REQUEST_REPLIES[r].__name__}" for r in InternalRequest
+    )
     envelope = "\n".join(f"- {_code(name)}: {text}" for name, text in ENVELOPE_FIELDS.items())
     example = Topology("demo-cpo.")
     return f"""\
 Every service of an oicp-p2p node (the gateway and the workers evse_push, authorization, sessions
-and cdr) talks to the others only through RabbitMQ, on three durable topic exchanges. The routing
+and cdr) talks to the others only through RabbitMQ, on four durable topic exchanges. The routing
 key of a message is its type: that is the address of each channel below.
 
 - {_code(topology.events.name)}: events, facts that happened. Published persistent and not mandatory:
@@ -131,6 +134,12 @@ key of a message is its type: that is the address of each channel below.
   Command families whose logic arrives later already have their queues; their workers reject every
   command with a `command.rejected` event (channel address: the queue's first binding):
 {reserved}
+- {_code(topology.requests.name)}: requests from the node to its internal systems (the charge point
+  backend, the EMP's authorization decider), by request/reply: the system binds a queue of its own to
+  the routing key and answers each message with a JSON object to its `reply_to`, with the same
+  `correlation_id`, before the deadline in the `x-deadline` header (epoch seconds; the message also
+  expires then). Published mandatory: when no queue is bound the node applies its fallback at once.
+{requests}
 - {_code(topology.dead_letter.name)}: the dead-letter exchange of every work queue. A command that can
   never be processed (invalid, or refused by its handler) is rejected at once with a
   `command.rejected` event; one whose processing keeps failing is dead-lettered after

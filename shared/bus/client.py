@@ -11,7 +11,16 @@ from faststream.rabbit.publisher import RabbitPublisher
 from faststream.rabbit.schemas import Channel
 
 from shared.bus.envelope import Envelope
-from shared.bus.messages import COMMAND_PAYLOADS, EVENT_PAYLOADS, CommandType, EventType, Payload
+from shared.bus.messages import (
+    COMMAND_PAYLOADS,
+    EVENT_PAYLOADS,
+    INTERNAL_REQUEST_PAYLOADS,
+    INTERNAL_REQUEST_REPLIES,
+    CommandType,
+    EventType,
+    InternalRequest,
+    Payload,
+)
 from shared.bus.topology import Topology
 from shared.settings import NodeSettings
 
@@ -54,6 +63,7 @@ class Bus:
         node: str,
         commands: tuple[CommandType, ...] = (),
         events: tuple[EventType, ...] = (),
+        requests: tuple[InternalRequest, ...] = (),
         confirm_timeout: float = 5.0,
     ) -> None:
         self.broker = broker
@@ -83,6 +93,23 @@ class Bus:
             )
             for event in events
         }
+        # Requests to internal systems are sent by the RpcClient (request/reply with a deadline);
+        # these publishers only document them, with the answer expected, in the AsyncAPI file.
+        for request in requests:
+            reply = INTERNAL_REQUEST_REPLIES[request]
+            fields = ", ".join(f"`{info.alias or name}`" for name, info in reply.model_fields.items())
+            about_requests, about_reply = (
+                " ".join((doc or "").split()) for doc in (InternalRequest.__doc__, reply.__doc__)
+            )
+            broker.publisher(
+                exchange=topology.requests,
+                routing_key=request.value,
+                persist=True,
+                mandatory=True,
+                title=f"request {request.value}",
+                description=f"{about_requests} Reply: {reply.__name__} ({fields}): {about_reply}",
+                schema=Envelope[INTERNAL_REQUEST_PAYLOADS[request]],  # type: ignore[name-defined]
+            )
 
     async def _publish(
         self, publisher: RabbitPublisher, kind: str, payload: Payload, correlation_id: str | None

@@ -562,6 +562,23 @@ INTERNAL_COMMANDS: frozenset[CommandType] = frozenset(
     }
 )
 
+#: What the node sends with each internal request (the body is the envelope of this payload) ...
+INTERNAL_REQUEST_PAYLOADS: dict[InternalRequest, type[Payload]] = {
+    InternalRequest.CPO_BACKEND_REMOTE_START: RemoteStartIngest,
+    InternalRequest.CPO_BACKEND_REMOTE_STOP: RemoteStopIngest,
+    InternalRequest.CPO_BACKEND_RESERVATION_START: ReservationStartIngest,
+    InternalRequest.CPO_BACKEND_RESERVATION_STOP: ReservationStopIngest,
+    InternalRequest.EMP_DECIDER_AUTHORIZE_START: AuthorizeStartIngest,
+}
+#: ... and what it expects back (a JSON object to the request's ``reply_to``, same correlation_id).
+INTERNAL_REQUEST_REPLIES: dict[InternalRequest, type[BaseModel]] = {
+    InternalRequest.CPO_BACKEND_REMOTE_START: BackendReply,
+    InternalRequest.CPO_BACKEND_REMOTE_STOP: BackendReply,
+    InternalRequest.CPO_BACKEND_RESERVATION_START: BackendReply,
+    InternalRequest.CPO_BACKEND_RESERVATION_STOP: BackendReply,
+    InternalRequest.EMP_DECIDER_AUTHORIZE_START: DeciderReply,
+}
+
 EVENT_PAYLOADS: dict[EventType, type[Payload]] = {
     EventType.EVSE_STATUS_CHANGED: EvseStatusChanged,
     EventType.EVSE_STATUS_RECEIVED: EvseStatusReceived,

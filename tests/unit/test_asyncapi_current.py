@@ -12,7 +12,15 @@ import pytest
 import yaml
 
 from shared.bus.asyncapi import build_specification
-from shared.bus.messages import COMMAND_PAYLOADS, EVENT_PAYLOADS, CommandType, EventType
+from shared.bus.messages import (
+    COMMAND_PAYLOADS,
+    EVENT_PAYLOADS,
+    INTERNAL_REQUEST_PAYLOADS,
+    INTERNAL_REQUEST_REPLIES,
+    CommandType,
+    EventType,
+    InternalRequest,
+)
 from shared.bus.topology import (
     COMMAND_CONSUMERS,
     COMMANDS_EXCHANGE,
@@ -172,3 +180,15 @@ def test_reserved_command_queue_is_documented(spec: dict[str, Any], service: str
     assert resolve(spec, next(iter(channel["messages"].values())))["payload"]
     for pattern in RESERVED_COMMAND_PATTERNS[service]:
         assert f"`{pattern}`" in spec["info"]["description"]
+
+
+@pytest.mark.parametrize("request_type", list(InternalRequest))
+def test_internal_request_is_documented_with_its_reply(spec: dict[str, Any], request_type: InternalRequest) -> None:
+    channels = channels_at(spec, request_type.value)
+    assert len(channels) == 1, f"{request_type.value} is documented {len(channels)} times"
+    (name, channel) = next(iter(channels.items()))
+    assert operation_of(spec, name)["action"] == "send"
+    assert_envelope_of(spec, channel, INTERNAL_REQUEST_PAYLOADS[request_type])
+    reply = INTERNAL_REQUEST_REPLIES[request_type]
+    assert f"Reply: {reply.__name__}" in channel["description"]
+    assert f"answered with {reply.__name__}" in spec["info"]["description"]
