@@ -207,14 +207,16 @@ async def start(
         reply = refused(code, info, session_id)
         await settle(deps, stored, S.REFUSED, reply, f"refused by the backend: {answer.code.value}", correlation_id)
         return reply
+    extra: dict[str, str] = {}
+    if answer.cpo_partner_session_id:
+        # The backend's own key of the session: the EMP gets it in the acknowledgement (DIGEST §9.12).
+        stored.cpo_partner_session_id = extra["cpo_partner_session_id"] = answer.cpo_partner_session_id
     reply = accepted(stored)
     if reservation:
-        until = (datetime.now(UTC) + timedelta(minutes=minutes or 0)).isoformat()
-        await settle(
-            deps, stored, S.RESERVED, reply, f"reserved for {minutes} min", correlation_id, {"reservation_until": until}
-        )
+        extra["reservation_until"] = (datetime.now(UTC) + timedelta(minutes=minutes or 0)).isoformat()
+        await settle(deps, stored, S.RESERVED, reply, f"reserved for {minutes} min", correlation_id, extra)
     else:
-        await settle(deps, stored, S.STARTED, reply, "accepted by the backend", correlation_id)
+        await settle(deps, stored, S.STARTED, reply, "accepted by the backend", correlation_id, extra)
     return reply
 
 

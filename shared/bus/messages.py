@@ -97,11 +97,14 @@ class BackendReply(BaseModel):
     """The charge point backend's answer to a remote start/stop or reservation request: accepted, or
     refused with the OICP code to pass on (501, 510, 601, 602, 603, 700, ...)."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
     accepted: bool
     code: StatusCodeValue = StatusCodeValue.SUCCESS
     info: str | None = None
+    cpo_partner_session_id: str | None = Field(
+        None, alias="CPOPartnerSessionID", max_length=250, description="the backend's own key of the session"
+    )
 
 
 class DeciderReply(BaseModel):

@@ -74,6 +74,20 @@ async def test_remote_start_accepted_is_recorded_on_both_nodes(
             assert events_about(events.events, sid, "session.requested")
 
 
+async def test_the_backends_partner_session_id_reaches_the_emp(
+    pair: Pair, ledgers: Ledgers, web_client: aiohttp.ClientSession
+) -> None:
+    evse = await own_evse(web_client, pair.cpo)
+    answer = {**ACCEPTED, "CPOPartnerSessionID": "csms-4711"}
+    async with BusResponder(pair.cpo, BACKEND, always(answer)):
+        reply = await command(web_client, pair.emp, "emp.remote_start.request", start_body(evse))
+    assert reply["ok"], reply
+    assert reply["answer"]["CPOPartnerSessionID"] == "csms-4711"
+    for node in (pair.cpo, pair.emp):
+        session = await ledgers.get(node, reply["session_id"])
+        assert session is not None and session.cpo_partner_session_id == "csms-4711", node.name
+
+
 async def test_refused_start_passes_the_backend_code_through(
     pair: Pair, ledgers: Ledgers, web_client: aiohttp.ClientSession
 ) -> None:
