@@ -3,7 +3,11 @@
 * reservations past their ``reservation_until`` become ``expired`` (events ``session.expired`` and
   ``session.reservation.ended``), in both roles;
 * ended sessions still without a CDR after ``cdr_missing_after_seconds`` raise ``session.cdr.missing``,
-  once per session.
+  once per session;
+* a session still ``requested`` long after anybody could be waiting for its answer (the worker stopped
+  between recording it and recording the outcome) becomes ``error`` with ``session.failed``: its
+  request was never sent or its answer was lost, and it is never sent again. A late confirmation or a
+  notification still adopts it.
 
 Every replica runs them: the ledger's atomic transitions and a NX marker per reported session make
 a second replica's round a no-op, so no lease is needed.
@@ -27,6 +31,8 @@ logger = logging.getLogger(__name__)
 S = SessionState
 #: Sessions reported as missing their CDR are remembered this long (a CDR after that is unusual).
 REPORTED_RETENTION_SECONDS = 90 * 86_400
+#: A ``requested`` session is stale this long after the longest legitimate wait for its answer.
+STALE_REQUEST_GRACE_SECONDS = 60.0
 
 
 class Housekeeping:
@@ -51,6 +57,7 @@ class Housekeeping:
             try:
                 await self.expire_reservations()
                 await self.report_missing_cdrs()
+                await self.fail_stale_requests()
             except asyncio.CancelledError:
                 raise
             except Exception:  # Redis or the broker away: the next round tries again
@@ -73,6 +80,29 @@ class Housekeeping:
             await emit(self.deps, EventType.SESSION_EXPIRED, stored, previous, info=info)
             await emit(self.deps, EventType.SESSION_RESERVATION_ENDED, stored, previous, info=info)
         return expired
+
+    def stale_after_seconds(self) -> float:
+        """Longer than any worker waits with a session in ``requested``: the backend's deadline (CPO)
+        or the slowest peer's timeout (EMP), plus a grace period."""
+        settings = self.deps.settings
+        longest = max([settings.sessions.backend_timeout_seconds, *(p.timeout_seconds for p in settings.peers)])
+        return longest + STALE_REQUEST_GRACE_SECONDS
+
+    async def fail_stale_requests(self) -> int:
+        failed = 0
+        for session in await self.deps.ledger.in_state_since(S.REQUESTED, self.stale_after_seconds()):
+            note = "no outcome recorded: the request was not sent or its answer was lost"
+            try:
+                stored, previous = await self.deps.ledger.transition(
+                    session.session_id, S.ERROR, note, only_from={S.REQUESTED}
+                )
+            except InvalidTransition:
+                continue  # settled meanwhile
+            if previous is S.ERROR:
+                continue  # another replica was first
+            failed += 1
+            await emit(self.deps, EventType.SESSION_FAILED, stored, previous, info=note)
+        return failed
 
     async def report_missing_cdrs(self) -> int:
         """Walk the "ended without CDR" index from a cursor (the end time of the newest session

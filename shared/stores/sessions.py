@@ -307,6 +307,13 @@ class SessionLedger:
         sessions = {s.session_id: s for s in await self._many([member for member, _ in pairs])}
         return [(sessions[m.decode()], float(score)) for m, score in pairs if m.decode() in sessions]
 
+    async def in_state_since(self, state: SessionState, older_than_seconds: float, limit: int = 1000) -> list[Session]:
+        """Sessions that have been in ``state`` longer than ``older_than_seconds``, oldest first."""
+        cutoff = datetime.now(UTC).timestamp() - older_than_seconds
+        return await self._many(
+            await self._redis.zrangebyscore(self._state_prefix + state.value, "-inf", cutoff, 0, limit)
+        )
+
     async def reservations_due(self, at: datetime | None = None, limit: int = 1000) -> list[Session]:
         """Reserved sessions whose ``reservation_until`` has passed (the expiry index)."""
         moment = (at or datetime.now(UTC)).timestamp()

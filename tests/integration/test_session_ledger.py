@@ -6,6 +6,8 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -143,3 +145,45 @@ async def test_ended_without_cdr_from_a_cursor(ledger: SessionLedger) -> None:
     assert first.session_id not in after and second.session_id in after
     assert await ledger.count_without_cdr(0) >= 2
     assert await ledger.count_without_cdr(3600) == 0
+
+
+async def test_sessions_in_a_state_since(ledger: SessionLedger) -> None:
+    old, new = new_session(), new_session()
+    await ledger.create(old)
+    await ledger.create(new)
+    await ledger.transition(new.session_id, S.STARTED)
+    requested_now = {s.session_id for s in await ledger.in_state_since(S.REQUESTED, 0)}
+    assert old.session_id in requested_now and new.session_id not in requested_now
+    assert await ledger.in_state_since(S.REQUESTED, 3600) == []
+
+
+async def test_housekeeping_fails_requests_nobody_waits_for_any_more(ledger: SessionLedger) -> None:
+    """A session left ``requested`` (its worker died between recording and sending) becomes ``error``
+    with session.failed once nobody can still be waiting for its answer; a settled one is untouched."""
+    from services.sessions.housekeeping import Housekeeping
+    from shared.bus.messages import EventType
+
+    class Bus:
+        def __init__(self) -> None:
+            self.events: list[tuple[EventType, Any]] = []
+
+        async def emit_event(self, event: EventType, payload: Any, correlation_id: str | None = None) -> None:
+            self.events.append((event, payload))
+
+    stale, settled = new_session(), new_session()
+    await ledger.create(stale)
+    await ledger.create(settled)
+    await ledger.transition(settled.session_id, S.STARTED)
+    settings = SimpleNamespace(sessions=SimpleNamespace(backend_timeout_seconds=8.0), peers=[])
+    deps = SimpleNamespace(ledger=ledger, settings=settings, bus=Bus(), key=lambda *parts: "unused")
+    housekeeping = Housekeeping(deps)  # type: ignore[arg-type]
+    assert housekeeping.stale_after_seconds() > 8.0
+    assert await housekeeping.fail_stale_requests() == 0  # both are younger than that
+
+    housekeeping.stale_after_seconds = lambda: 0.0  # type: ignore[method-assign]
+    assert await housekeeping.fail_stale_requests() == 1
+    failed = await ledger.get(stale.session_id)
+    assert failed is not None and failed.state is S.ERROR
+    assert (await ledger.get(settled.session_id)).state is S.STARTED  # type: ignore[union-attr]
+    assert [e for e, p in deps.bus.events if p.session["session_id"] == stale.session_id] == [EventType.SESSION_FAILED]
+    assert await housekeeping.fail_stale_requests() == 0  # nothing left, nothing twice
