@@ -10,6 +10,7 @@ from typing import Any
 
 from shared.peers.lanes import LaneSet
 from shared.settings import PeerConfig, Role
+from tests.support.nodes import wait_until
 
 
 def peer(provider_id: str, timeout: float = 10.0) -> PeerConfig:
@@ -118,10 +119,7 @@ async def test_wake_up_messages_reach_the_lanes_after_the_channel_came_back() ->
         assert len(lanes.redis.subscribed) >= 2  # type: ignore[attr-defined]
 
         lanes.wanted = {"b": peer("DE-BBB")}  # the supervisor re-syncs every poll interval
-        for _ in range(500):
-            if "a" not in lanes.lanes:
-                break
-            await asyncio.sleep(0.01)
+        await wait_until(lambda: "a" not in lanes.lanes, timeout=5, what="the removed peer's lane stopped")
         assert set(lanes.lanes) == {"b"} and lanes.removed == ["a"]
 
         lanes.wake()
