@@ -54,6 +54,16 @@ SESSIONS_WITHOUT_CDR = Gauge(
     "Sessions that ended longer ago than sessions.cdr_missing_after_seconds and still have no CDR",
 )
 
+CDRS_PENDING = Gauge("oicp_cdrs_pending", "CDRs waiting for their EMP's acknowledgement (CPO outbox)")
+CDRS_PARKED = Gauge(
+    "oicp_cdrs_parked", "CDRs whose delivery was given up after cdr.max_attempts or refused (replay them)"
+)
+CDRS_WITHOUT_SESSION = Gauge(
+    "oicp_cdrs_without_session",
+    "CDRs whose session the ledger did not know: in = received (EMP), out = submitted (CPO)",
+    ["direction"],
+)
+
 
 async def metrics_endpoint(request: Request) -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

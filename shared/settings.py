@@ -129,6 +129,11 @@ class PeerConfig(Strict):
     )
     enabled: bool = True
     default_route: bool = Field(default=False, description="hub peer: route IDs without a direct peer here")
+    cdr_fetch_interval_seconds: float | None = Field(
+        default=None,
+        ge=1,
+        description="CPO peers: fetch CDRs with GetChargeDetailRecords this often (absent: only on demand)",
+    )
     authorization: bool = Field(
         default=True,
         description="EMP peers: has an authorization contract with this CPO node (RFID AuthorizeStart is "
@@ -153,6 +158,10 @@ class PeerConfig(Strict):
             raise ValueError(f"{cpo_pushes[0].value} can only be pushed to EMP peers")
         if PushOperation.PUSH_AUTHENTICATION_DATA in self.push and self.role is not Role.CPO:
             raise ValueError("PushAuthenticationData can only be pushed to CPO peers")
+        if self.cdr_fetch_interval_seconds is not None and self.role is not Role.CPO:
+            raise ValueError(
+                "cdr_fetch_interval_seconds can only be configured for CPO peers (this node fetches their CDRs)"
+            )
         if self.pull is not None and self.role is not Role.CPO:
             raise ValueError("pull can only be configured for CPO peers (this node pulls their EVSE data)")
         return self
@@ -268,6 +277,17 @@ class SessionSettings(Strict):
     )
 
 
+class CdrSettings(Strict):
+    max_attempts: int = Field(
+        default=12, ge=1, le=1000, description="CPO role: deliveries of a CDR before it is parked (then replayed)"
+    )
+    backoff_initial_seconds: float = Field(default=1.0, gt=0, description="first retry after a failed delivery")
+    backoff_max_seconds: float = Field(default=300.0, gt=0, description="retries back off exponentially up to this")
+    fetch_lookback_seconds: float = Field(
+        default=7 * 86_400.0, gt=0, description="EMP role: a fetch without a time range covers this much of the past"
+    )
+
+
 class NodeSettings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="OICP_P2P_", env_nested_delimiter="__", extra="forbid", validate_default=True
@@ -283,6 +303,7 @@ class NodeSettings(BaseSettings):
     delivery: DeliverySettings = Field(default_factory=DeliverySettings)
     authorization: AuthorizationSettings = Field(default_factory=AuthorizationSettings)
     sessions: SessionSettings = Field(default_factory=SessionSettings)
+    cdr: CdrSettings = Field(default_factory=CdrSettings)
     peers: list[PeerConfig] = Field(default_factory=list)
     log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
 

@@ -1,15 +1,113 @@
-"""The cdr service. Until its logic lands (CDR outbox and inbox: issue #5) it consumes its command queue and
-rejects every command to the dead-letter queue with a command.rejected event."""
+"""The cdr service: app factory and composition root.
+
+CPO role: the **outbox** - CDRs submitted by the charge point backend are stored, then delivered to
+the EMP that owns the session, retried with backoff until it acknowledges, parked after
+``cdr.max_attempts`` and replayed on command; GetChargeDetailRecords reads the same store (gateway).
+EMP role: the **inbox** - exactly one CDR per SessionID from CPO peers, pushed or fetched with
+GetChargeDetailRecords (on demand and on a schedule), published for billing, closing the session in
+the ledger. Both flag CDRs whose session the ledger does not know.
+"""
 
 from __future__ import annotations
 
-from faststream import FastStream
+import contextlib
+from dataclasses import dataclass
 
-from shared.bus.reserved import create_reserved_worker
+import redis.asyncio as aioredis
+from faststream import FastStream
+from faststream.rabbit import RabbitBroker
+from faststream.specification import AsyncAPI
+from shared.stores.cdr_outbox import CdrOutbox
+
+from shared.bus.client import Bus, create_broker
+from shared.bus.messages import EventType
+from shared.bus.middleware import reject_poison
+from shared.bus.topology import Topology, declare_topology
+from shared.peers.client import PeerClient
+from shared.peers.registry import PeerRegistry
 from shared.settings import NodeSettings
+from shared.stores.cdr_inbox import CdrInbox
+from shared.stores.delivery import DeliveryStore
+from shared.stores.redis import KeySpace, create_redis
+from shared.stores.sessions import SessionLedger
 
 SERVICE = "cdr"
+EVENTS = (
+    EventType.CDR_SUBMITTED,
+    EventType.CDR_DELIVERED,
+    EventType.CDR_PARKED,
+    EventType.CDR_RECEIVED,
+    EventType.CDR_SESSION_UNKNOWN,
+    EventType.COMMAND_REJECTED,
+)
+
+
+@dataclass
+class CdrDeps:
+    settings: NodeSettings
+    broker: RabbitBroker
+    topology: Topology
+    bus: Bus
+    redis: aioredis.Redis
+    keys: KeySpace
+    registry: PeerRegistry
+    ledger: SessionLedger
+    outbox: CdrOutbox
+    inbox: CdrInbox
+    delivery_store: DeliveryStore
+    client: PeerClient
+
+    @classmethod
+    def build(cls, settings: NodeSettings) -> CdrDeps:
+        """Build everything without connecting (the AsyncAPI generator builds the app offline)."""
+        topology = Topology(settings.rabbitmq.prefix, settings.rabbitmq.delivery_limit)
+        broker = create_broker(settings, SERVICE)
+        bus = Bus(broker, topology, settings.name, events=EVENTS)
+        broker.add_middleware(reject_poison(bus))
+        redis = create_redis(settings.redis, f"{settings.name}-{SERVICE}")
+        keys = KeySpace(settings.redis.key_prefix)
+        return cls(
+            settings=settings,
+            broker=broker,
+            topology=topology,
+            bus=bus,
+            redis=redis,
+            keys=keys,
+            registry=PeerRegistry(redis, keys, settings.peers),
+            ledger=SessionLedger(redis, keys),
+            outbox=CdrOutbox(redis, keys),
+            inbox=CdrInbox(redis, keys),
+            delivery_store=DeliveryStore(redis, keys),
+            client=PeerClient.create(),
+        )
 
 
 def create_app(settings: NodeSettings) -> FastStream:
-    return create_reserved_worker(settings, SERVICE, "CDR outbox and inbox: issue #5")
+    from services.cdr.fetch import CdrFetchScheduler
+    from services.cdr.handlers import register_handlers
+    from services.cdr.outbox import CdrDelivery
+
+    deps = CdrDeps.build(settings)
+    delivery = CdrDelivery(deps)
+    fetches = CdrFetchScheduler(deps)
+    register_handlers(deps, delivery)
+
+    async def start() -> None:
+        await deps.broker.connect()
+        await declare_topology(deps.broker, deps.topology)
+        await delivery.start()
+        await fetches.start()
+
+    async def stop() -> None:
+        await fetches.stop()
+        await delivery.stop()
+        await deps.client.close()
+        with contextlib.suppress(Exception):
+            await deps.redis.aclose()
+
+    return FastStream(
+        deps.broker,
+        specification=AsyncAPI(deps.broker, title=f"oicp-p2p {SERVICE}"),
+        on_startup=[start],
+        on_shutdown=[stop],
+    )

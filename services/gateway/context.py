@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
 from faststream.rabbit import RabbitBroker
+from shared.stores.cdr_outbox import CdrOutbox
 
 from shared.bus.client import Bus, create_broker
 from shared.bus.messages import CommandType
@@ -15,6 +16,7 @@ from shared.bus.rpc import RpcClient
 from shared.bus.topology import Topology, declare_topology
 from shared.peers.registry import PeerRegistry
 from shared.settings import NodeSettings
+from shared.stores.cdr_inbox import CdrInbox
 from shared.stores.delivery import DeliveryStore
 from shared.stores.evse_data import EvseDataStore
 from shared.stores.evse_status import EvseStatusStore
@@ -53,6 +55,10 @@ GATEWAY_COMMANDS = (
     CommandType.EMP_RESERVATION_START,
     CommandType.EMP_RESERVATION_STOP,
     CommandType.CPO_SESSION_NOTIFY,
+    CommandType.EMP_CDR_INGEST,
+    CommandType.CPO_CDR_SUBMIT,
+    CommandType.CPO_CDR_REPLAY,
+    CommandType.EMP_CDR_FETCH,
 )
 # A worker that waits for someone else answers by itself at that deadline (the backend's refusal or
 # timeout, the decider's fallback, the broadcast's verdict, the peer's timeout): the gateway waits a
@@ -79,6 +85,8 @@ class GatewayContext:
     pulls: PullStateStore
     sessions: SessionLedger
     tokens: TokenStore
+    cdr_outbox: CdrOutbox
+    cdr_inbox: CdrInbox
     _started: bool = field(default=False, init=False)
 
     @classmethod
@@ -111,6 +119,8 @@ class GatewayContext:
             pulls=PullStateStore(redis, keys),
             sessions=SessionLedger(redis, keys),
             tokens=TokenStore(redis, keys),
+            cdr_outbox=CdrOutbox(redis, keys),
+            cdr_inbox=CdrInbox(redis, keys),
             rpc=RpcClient(settings.rabbitmq.url, topology, settings.name, f"{settings.name}/{SERVICE}-rpc"),
         )
 
@@ -127,6 +137,9 @@ class GatewayContext:
                 s.authorization.broadcast_timeout_seconds, max((p.timeout_seconds for p in s.peers), default=0)
             ),
         }
+        if command is CommandType.EMP_CDR_FETCH:
+            # every page of a peer's CDRs, each page one outbound call
+            return s.oicp.request_timeout_seconds + 4 * max((p.timeout_seconds for p in s.peers), default=10.0)
         peer_calls = {
             CommandType.CPO_AUTHORIZE_STOP,
             CommandType.EMP_REMOTE_START,

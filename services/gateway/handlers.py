@@ -1,8 +1,8 @@
 """Handlers of the OICP operations the gateway serves, one function per operation.
 
-A handler receives a validated body from a caller whose IDs were checked. Pushes become commands on
-the bus (confirmed by the broker before the positive answer); pulls are answered from the Redis
-read models. Operations whose logic belongs to later work answer ``320 Service not available``.
+A handler receives a validated body from a caller whose IDs were checked. Pushes and the operations
+a worker decides (authorization, sessions, CDRs) go to their worker by request/reply and are answered
+with its reply; pulls are answered from the Redis read models.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from typing import Any
 
 from starlette.requests import Request
 
+from services.gateway.cdr_pulls import get_charge_detail_records
 from services.gateway.context import GatewayContext
 from services.gateway.evse_data_pulls import pull_evse_data
 from services.gateway.pricing_pulls import pull_evse_pricing, pull_pricing_product_data
@@ -20,6 +21,7 @@ from shared.bus.messages import (
     AuthDataIngest,
     AuthorizeStartIngest,
     AuthorizeStopIngest,
+    CdrIngest,
     CommandType,
     EvseDataIngest,
     EvsePricingIngest,
@@ -58,16 +60,6 @@ from shared.stores.evse_status import StoredStatus
 AREA_PAGE_SIZE = 2000  # EVSEs read from the geo index per round trip
 
 Handler = Callable[[GatewayContext, Operation, PeerConfig, Any, Request], Awaitable[OICPModel]]
-
-
-async def not_available(
-    ctx: GatewayContext, operation: Operation, caller: PeerConfig, body: OICPModel, request: Request
-) -> OICPModel:
-    from services.gateway.oicp_face import error_answer
-
-    return error_answer(
-        operation, StatusCodeValue.SERVICE_NOT_AVAILABLE, f"{operation.name} is not available on this node yet"
-    )
 
 
 async def _ingest(ctx: GatewayContext, command: CommandType, payload: Payload, request: Request) -> OICPModel:
@@ -230,4 +222,6 @@ HANDLERS: dict[str, Handler] = {
     "AuthorizeRemoteStop": forward(CommandType.CPO_REMOTE_STOP_INGEST, RemoteStopIngest),
     "AuthorizeRemoteReservationStart": forward(CommandType.CPO_RESERVATION_START_INGEST, ReservationStartIngest),
     "AuthorizeRemoteReservationStop": forward(CommandType.CPO_RESERVATION_STOP_INGEST, ReservationStopIngest),
+    "ChargeDetailRecord": forward(CommandType.EMP_CDR_INGEST, CdrIngest),
+    "GetChargeDetailRecords": get_charge_detail_records,
 }

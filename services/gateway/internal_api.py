@@ -10,6 +10,7 @@ from __future__ import annotations
 import hmac
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 
 import orjson
 from pydantic import ValidationError
@@ -21,14 +22,22 @@ from starlette.routing import Route
 from services.gateway.context import GatewayContext
 from shared.bus.client import BusUnavailable
 from shared.bus.messages import COMMAND_PAYLOADS, INTERNAL_COMMANDS, CommandType, EvseStatusSet, Payload
-from shared.metrics import SESSIONS, SESSIONS_WITHOUT_CDR, metrics_endpoint
+from shared.metrics import (
+    CDRS_PARKED,
+    CDRS_PENDING,
+    CDRS_WITHOUT_SESSION,
+    SESSIONS,
+    SESSIONS_WITHOUT_CDR,
+    metrics_endpoint,
+)
 from shared.oicp import StatusCodeValue
-from shared.oicp.ids import operator_id_of_evse
+from shared.oicp.ids import normalize_id, operator_id_of_evse
 from shared.oicp.messages import DEFAULT_PAGE_SIZE
 from shared.oicp.messages import MAX_CDR_PAGE_SIZE as MAX_PAGE_SIZE
 from shared.peers.registry import PeerConflict
 from shared.settings import PeerConfig, PushOperation, Role
 from shared.stores.evse_data import EvseDataQuery
+from shared.stores.pull_state import GET_CHARGE_DETAIL_RECORDS
 from shared.stores.sessions import SessionState
 
 logger = logging.getLogger(__name__)
@@ -47,6 +56,7 @@ OUTCOME_COMMANDS = frozenset(
         CommandType.EMP_RESERVATION_START,
         CommandType.EMP_RESERVATION_STOP,
         CommandType.CPO_SESSION_NOTIFY,
+        CommandType.EMP_CDR_FETCH,
     }
 )
 # Commands whose outcome the internal API waits for (request/reply); the others are queued (202).
@@ -56,6 +66,8 @@ REPLYING_COMMANDS = frozenset(
         CommandType.CPO_PRICING_PRODUCTS_SET,
         CommandType.CPO_EVSE_PRICING_SET,
         CommandType.EMP_TOKEN_SET,
+        CommandType.CPO_CDR_SUBMIT,
+        CommandType.CPO_CDR_REPLAY,
         *OUTCOME_COMMANDS,
     }
 )
@@ -135,7 +147,6 @@ def create_internal_app(ctx: GatewayContext) -> Starlette:
             raise ValueError("role must be 'cpo' or 'emp'") from exc
 
     async def show_peer(request: Request) -> Response:
-        from shared.oicp.ids import normalize_id
 
         peer = await ctx.registry.get(_role(request), normalize_id(request.path_params["peer_id"]))
         if peer is None:
@@ -148,7 +159,6 @@ def create_internal_app(ctx: GatewayContext) -> Starlette:
         return JSON(view)
 
     async def remove_peer(request: Request) -> Response:
-        from shared.oicp.ids import normalize_id
 
         try:
             removed = await ctx.registry.remove(_role(request), normalize_id(request.path_params["peer_id"]))
@@ -356,6 +366,74 @@ def create_internal_app(ctx: GatewayContext) -> Starlette:
             return problem(404, f"no token {request.path_params['key']}")
         return JSON(stored.as_dict())
 
+    # ---- CDRs -----------------------------------------------------------------------------------
+
+    def _moment(request: Request, name: str) -> datetime | None:
+        raw = request.query_params.get(name)
+        if raw is None:
+            return None
+        try:
+            moment = datetime.fromisoformat(raw.replace(" ", "+"))  # a "+" in a query string arrives as " "
+        except ValueError:
+            raise ValueError(f"{name} must be an ISO 8601 time, got {raw!r}") from None
+        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+    def _direction(request: Request) -> str:
+        direction = request.query_params.get("direction", "in" if Role.EMP in ctx.settings.roles else "out")
+        if direction not in ("in", "out"):
+            raise ValueError("direction must be 'in' (received from CPO peers) or 'out' (submitted, to EMP peers)")
+        return direction
+
+    async def show_cdr(request: Request) -> Response:
+        """A CDR by SessionID: as submitted and delivered (out), as received (in), or both."""
+        session_id = request.path_params["session_id"]
+        sent, received = await ctx.cdr_outbox.get(session_id), await ctx.cdr_inbox.get(session_id)
+        if sent is None and received is None:
+            return problem(404, f"no CDR for session {session_id}")
+        return JSON({"out": sent.as_dict() if sent else None, "in": received.as_dict() if received else None})
+
+    async def list_cdrs(request: Request) -> Response:
+        """CDRs by time or by peer (``peer``), oldest first, paged."""
+        page = _int_param(request, "page", 0, 1_000_000)
+        size = _int_param(request, "size", DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        from_, to = _moment(request, "from"), _moment(request, "to")
+        peer = request.query_params.get("peer")
+        store = ctx.cdr_inbox if _direction(request) == "in" else ctx.cdr_outbox
+        if peer is not None:
+            found = await store.by_peer(normalize_id(peer), from_, to, page * size, size)
+        else:
+            found = await store.by_time(from_, to, page * size, size)
+        return JSON({"page": page, "size": size, "cdrs": [c.as_dict() for c in found]})
+
+    async def parked_cdrs(request: Request) -> Response:
+        """CDRs whose delivery was given up after cdr.max_attempts (or refused): replay with cpo.cdr.replay."""
+        page = _int_param(request, "page", 0, 1_000_000)
+        size = _int_param(request, "size", DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        parked = await ctx.cdr_outbox.parked(page * size, size)
+        total = await ctx.cdr_outbox.count_parked()
+        return JSON({"total": total, "page": page, "size": size, "cdrs": [c.as_dict() for c in parked]})
+
+    async def cdrs_without_session(request: Request) -> Response:
+        """CDRs whose SessionID the ledger did not know when they came (offline sessions, errors)."""
+        page = _int_param(request, "page", 0, 1_000_000)
+        size = _int_param(request, "size", DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        store = ctx.cdr_inbox if _direction(request) == "in" else ctx.cdr_outbox
+        found = await store.unknown_sessions(page * size, size)
+        return JSON({"total": await store.count_unknown_sessions(), "cdrs": [c.as_dict() for c in found]})
+
+    async def cdr_fetches(request: Request) -> Response:
+        """Scheduled and on-demand GetChargeDetailRecords from CPO peers: window cursor, outcome, errors."""
+        return JSON(
+            [
+                {
+                    "peer_id": peer.id,
+                    "interval_seconds": peer.cdr_fetch_interval_seconds,
+                    **await ctx.pulls.operation_state(peer.key, GET_CHARGE_DETAIL_RECORDS),
+                }
+                for peer in await ctx.registry.enabled(Role.CPO)
+            ]
+        )
+
     async def metrics(request: Request) -> Response:
         try:
             for state, count in (await ctx.sessions.count_by_state()).items():
@@ -363,6 +441,10 @@ def create_internal_app(ctx: GatewayContext) -> Starlette:
             SESSIONS_WITHOUT_CDR.set(
                 await ctx.sessions.count_without_cdr(ctx.settings.sessions.cdr_missing_after_seconds)
             )
+            CDRS_PENDING.set(await ctx.cdr_outbox.count_pending())
+            CDRS_PARKED.set(await ctx.cdr_outbox.count_parked())
+            CDRS_WITHOUT_SESSION.labels("out").set(await ctx.cdr_outbox.count_unknown_sessions())
+            CDRS_WITHOUT_SESSION.labels("in").set(await ctx.cdr_inbox.count_unknown_sessions())
         except Exception as exc:  # Redis down: the other metrics still matter
             logger.warning("session gauges not refreshed: %s", exc)
         return await metrics_endpoint(request)
@@ -383,6 +465,11 @@ def create_internal_app(ctx: GatewayContext) -> Starlette:
         Route("/pulls", protected(pull_states), methods=["GET"]),
         Route("/tokens", protected(list_tokens), methods=["GET"]),
         Route("/tokens/{key}", protected(show_token), methods=["GET"]),
+        Route("/cdrs", protected(list_cdrs), methods=["GET"]),
+        Route("/cdrs/parked", protected(parked_cdrs), methods=["GET"]),
+        Route("/cdrs/unknown-sessions", protected(cdrs_without_session), methods=["GET"]),
+        Route("/cdrs/fetches", protected(cdr_fetches), methods=["GET"]),
+        Route("/cdrs/{session_id}", protected(show_cdr), methods=["GET"]),
         Route("/sessions", protected(list_sessions), methods=["GET"]),
         Route("/sessions/without-cdr", protected(sessions_without_cdr), methods=["GET"]),
         Route("/sessions/{session_id}", protected(show_session), methods=["GET"]),

@@ -31,7 +31,6 @@ from shared.bus.messages import INTERNAL_COMMANDS, INTERNAL_REQUEST_REPLIES, Com
 from shared.bus.topology import (
     COMMAND_CONSUMERS,
     DEAD_LETTER_QUEUE,
-    RESERVED_COMMAND_PATTERNS,
     Topology,
 )
 from shared.settings import InternalApiSettings, NodeSettings, OicpApiSettings, RabbitSettings
@@ -108,11 +107,6 @@ def _description(topology: Topology) -> str:
         + (", may be sent by internal systems" if c in INTERNAL_COMMANDS else ", issued by the gateway only")
         for c in CommandType
     )
-    reserved = "\n".join(
-        f"  - {_code(pattern)}: queue {_code(topology.reserved_queue(service).name)} of {service}"
-        for service, patterns in RESERVED_COMMAND_PATTERNS.items()
-        for pattern in patterns
-    )
     events = "\n".join(f"  - {_code(e.value)}" for e in EventType)
     requests = "\n".join(
         f"  - {_code(r.value)}: answered with {INTERNAL_REQUEST_REPLIES[r].__name__}" for r in InternalRequest
@@ -131,9 +125,6 @@ key of a message is its type: that is the address of each channel below.
   queue of its own. Published persistent and mandatory: a command that no queue takes is refused.
   Internal systems send commands over AMQP or with `POST /commands/{{type}}` of the internal API.
 {commands}
-  Command families whose logic arrives later already have their queues; their workers reject every
-  command with a `command.rejected` event (channel address: the queue's first binding):
-{reserved}
 - {_code(topology.requests.name)}: requests from the node to its internal systems (the charge point
   backend, the EMP's authorization decider), by request/reply: the system binds a queue of its own to
   the routing key and answers each message with a JSON object to its `reply_to`, with the same

@@ -22,6 +22,7 @@ from shared.oicp import (
     AuthorizeRemoteStopRequest,
     AuthorizeStartRequest,
     AuthorizeStopRequest,
+    ChargeDetailRecord,
     EvsePricing,
     EvseStatusRecord,
     Identification,
@@ -78,6 +79,14 @@ class CommandType(StrEnum):
     CPO_RESERVATION_START_INGEST = "cpo.reservation.start.ingest"
     CPO_RESERVATION_STOP_INGEST = "cpo.reservation.stop.ingest"
     CPO_SESSION_NOTIFY = "cpo.session.notify"
+    # CPO role, CDRs: the charge point backend submits them (outbox, delivered until acknowledged);
+    # parked ones are replayed on command
+    CPO_CDR_SUBMIT = "cpo.cdr.submit"
+    CPO_CDR_REPLAY = "cpo.cdr.replay"
+    # EMP role, CDRs: ChargeDetailRecord from CPO peers (gateway) into the inbox; fetching what was
+    # missed with GetChargeDetailRecords (internal, also on a schedule)
+    EMP_CDR_INGEST = "emp.cdr.ingest"
+    EMP_CDR_FETCH = "emp.cdr.fetch"
 
 
 class InternalRequest(StrEnum):
@@ -138,6 +147,12 @@ class EventType(StrEnum):
     SESSION_EXPIRED = "session.expired"
     SESSION_NOTIFICATION = "session.notification"
     SESSION_CDR_MISSING = "session.cdr.missing"
+    # charge detail records
+    CDR_SUBMITTED = "cdr.submitted"
+    CDR_DELIVERED = "cdr.delivered"
+    CDR_PARKED = "cdr.parked"
+    CDR_RECEIVED = "cdr.received"
+    CDR_SESSION_UNKNOWN = "cdr.session.unknown"
 
     EVSE_STATUS_CHANGED = "evse.status.changed"
     EVSE_STATUS_RECEIVED = "evse.status.received"
@@ -366,6 +381,39 @@ class SessionNotify(Payload):
     notification: ChargingNotification
 
 
+# ---- CDR commands -----------------------------------------------------------------------------
+
+
+class CdrSubmit(ChargeDetailRecord):
+    """A CDR from the charge point backend (CPO role), in OICP's vocabulary (eRoamingChargeDetailRecord):
+    stored, then delivered to the EMP that owns the session until it acknowledges."""
+
+
+class CdrReplay(Payload):
+    """Send parked CDRs again (CPO role): the given SessionIDs, or every parked CDR (of one peer)."""
+
+    session_ids: list[SessionId] | None = Field(None, max_length=10_000)
+    peer_id: str | None = None
+
+
+class CdrIngest(Payload):
+    """A ChargeDetailRecord from a CPO peer (EMP role)."""
+
+    peer_id: str
+    received_at: AwareDatetime
+    request: ChargeDetailRecord
+
+
+class CdrFetch(Payload):
+    """Fetch CDRs from a CPO peer with GetChargeDetailRecords (EMP role), all pages, into the inbox
+    (deduplicated by SessionID). Without a time range: the last ``cdr.fetch_lookback_seconds``."""
+
+    peer_id: str
+    from_: AwareDatetime | None = Field(None, alias="From")
+    to: AwareDatetime | None = Field(None, alias="To")
+    session_ids: list[SessionId] | None = Field(None, max_length=2000)
+
+
 class CommandReply(Payload):
     """The answer of a worker to a command sent as a request (``reply_to`` set): the OICP
     StatusCode it maps to, what changed, and for the OICP operations that answer more than an
@@ -511,6 +559,22 @@ class SessionEvent(Payload):
     notification: dict[str, Any] | None = None
 
 
+class CdrEvent(Payload):
+    """A CDR was submitted, delivered or parked (CPO role), or received (EMP role: for billing).
+    ``cdr`` is the eRoamingChargeDetailRecord as sent; ``session_known`` says whether the ledger knew
+    the session (a CDR for a session started offline is kept, and flagged)."""
+
+    session_id: str
+    peer_id: str | None = None
+    provider_id: str | None = None
+    cdr: dict[str, Any]
+    session_known: bool = True
+    source: Literal["submit", "push", "fetch", "replay"] | None = None
+    attempts: int = 0
+    error: str | None = None
+    at: datetime
+
+
 class CommandRejected(Payload):
     """A command could not be processed and went to the dead-letter queue."""
 
@@ -544,6 +608,10 @@ COMMAND_PAYLOADS: dict[CommandType, type[Payload]] = {
     CommandType.CPO_RESERVATION_START_INGEST: ReservationStartIngest,
     CommandType.CPO_RESERVATION_STOP_INGEST: ReservationStopIngest,
     CommandType.CPO_SESSION_NOTIFY: SessionNotify,
+    CommandType.CPO_CDR_SUBMIT: CdrSubmit,
+    CommandType.CPO_CDR_REPLAY: CdrReplay,
+    CommandType.EMP_CDR_INGEST: CdrIngest,
+    CommandType.EMP_CDR_FETCH: CdrFetch,
 }
 
 # Commands an internal system may send (over AMQP or POST /commands/{type} of the internal API);
@@ -562,6 +630,9 @@ INTERNAL_COMMANDS: frozenset[CommandType] = frozenset(
         CommandType.EMP_RESERVATION_START,
         CommandType.EMP_RESERVATION_STOP,
         CommandType.CPO_SESSION_NOTIFY,
+        CommandType.CPO_CDR_SUBMIT,
+        CommandType.CPO_CDR_REPLAY,
+        CommandType.EMP_CDR_FETCH,
     }
 )
 
@@ -596,5 +667,6 @@ EVENT_PAYLOADS: dict[EventType, type[Payload]] = {
     EventType.TOKENS_CHANGED: TokensChanged,
     EventType.AUTHORIZATION_DECIDED: AuthorizationDecided,
     EventType.AUTH_DATA_RECEIVED: AuthDataReceived,
+    **{event: CdrEvent for event in EventType if event.value.startswith("cdr.")},
     **{event: SessionEvent for event in EventType if event.value.startswith("session.")},
 }

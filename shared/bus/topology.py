@@ -49,12 +49,10 @@ COMMAND_CONSUMERS: dict[CommandType, str] = {
     CommandType.CPO_RESERVATION_START_INGEST: "sessions",
     CommandType.CPO_RESERVATION_STOP_INGEST: "sessions",
     CommandType.CPO_SESSION_NOTIFY: "sessions",
-}
-
-# Command families reserved for the services whose logic arrives with later issues. Their queues exist
-# (so nothing published under these keys is lost) and their workers reject what they cannot do yet.
-RESERVED_COMMAND_PATTERNS: dict[str, tuple[str, ...]] = {
-    "cdr": ("cpo.cdr.#", "emp.cdr.#"),
+    CommandType.CPO_CDR_SUBMIT: "cdr",
+    CommandType.CPO_CDR_REPLAY: "cdr",
+    CommandType.EMP_CDR_INGEST: "cdr",
+    CommandType.EMP_CDR_FETCH: "cdr",
 }
 
 
@@ -92,9 +90,6 @@ class Topology:
         service = COMMAND_CONSUMERS[command]
         return self.work_queue(f"{service}.{command.value}", command.value)
 
-    def reserved_queue(self, service: str) -> RabbitQueue:
-        return self.work_queue(f"{service}.commands", RESERVED_COMMAND_PATTERNS[service][0])
-
     @property
     def dead_letters(self) -> RabbitQueue:
         # The dead-letter queue itself has no DLX: a message that dies there stays there.
@@ -102,7 +97,6 @@ class Topology:
 
     def queue_names(self) -> list[str]:
         names = [self.command_queue(c).name for c in COMMAND_CONSUMERS]
-        names += [self.reserved_queue(s).name for s in RESERVED_COMMAND_PATTERNS]
         names.append(self.dead_letters.name)
         return names
 
@@ -125,7 +119,3 @@ async def declare_topology(broker: RabbitBroker, topology: Topology) -> None:
     for command in COMMAND_CONSUMERS:
         queue = await broker.declare_queue(topology.command_queue(command))
         await queue.bind(commands, routing_key=command.value)
-    for service, patterns in RESERVED_COMMAND_PATTERNS.items():
-        queue = await broker.declare_queue(topology.reserved_queue(service))
-        for pattern in patterns:
-            await queue.bind(commands, routing_key=pattern)

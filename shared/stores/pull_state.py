@@ -16,6 +16,7 @@ from shared.stores.redis import KeySpace
 
 PULL_EVSE_DATA = "PullEvseData"
 PULL_EVSE_STATUS = "PullEvseStatus"
+GET_CHARGE_DETAIL_RECORDS = "GetChargeDetailRecords"
 
 
 @dataclass
@@ -53,9 +54,10 @@ class PullStateStore:
         raw = await self._redis.hgetall(self._state_key(peer_key, operation))
         return {k.decode(): v.decode() for k, v in raw.items()}
 
-    async def cursor(self, peer_key: str) -> datetime | None:
-        """The start of the last successful PullEvseData (the next LastCall), or None before the first."""
-        raw = await self._redis.hget(self._state_key(peer_key, PULL_EVSE_DATA), "cursor")
+    async def cursor(self, peer_key: str, operation: str = PULL_EVSE_DATA) -> datetime | None:
+        """Where the next pull starts: the start of the last successful PullEvseData (the next LastCall) or
+        the end of the last GetChargeDetailRecords window; None before the first."""
+        raw = await self._redis.hget(self._state_key(peer_key, operation), "cursor")
         return datetime.fromisoformat(raw.decode()) if raw else None
 
     async def due_at(self, peer_key: str, operation: str, interval_seconds: float) -> float:
@@ -132,25 +134,27 @@ class PullStateStore:
             "schedule": peer.pull.model_dump(mode="json") if peer.pull else None,
         }
         for operation in (PULL_EVSE_DATA, PULL_EVSE_STATUS):
-            state = await self._state(peer.key, operation)
-            entry = view[operation] = {
-                "last_success": _iso(state.get("last_success")),
-                "last_success_started": _iso(state.get("last_success_started")),
-                "last_kind": state.get("last_kind"),
-                "last_error": state.get("last_error") or None,
-                "last_error_at": _iso(state.get("last_error_at")),
-                "consecutive_failures": int(state.get("consecutive_failures") or 0),
-                "next_attempt": _iso(state.get("next_attempt")),
-                "pages": int(state.get("pages") or 0),
-                "records_received": int(state.get("records_received") or 0),
-                "records_applied": int(state.get("records_applied") or 0),
-                "records_invalid": int(state.get("records_invalid") or 0),
-                "records_applied_total": int(state.get("records_applied_total") or 0),
-                "operators": sorted(v[0] for v in (await self.operators(peer.key, operation)).values()),
-            }
-            if operation == PULL_EVSE_DATA:
-                entry["cursor"] = state.get("cursor")  # the next LastCall, before the overlap
+            view[operation] = await self.operation_state(peer.key, operation)
         return view
 
-
-# ---- one peer -----------------------------------------------------------------------------------
+    async def operation_state(self, peer_key: str, operation: str) -> dict[str, Any]:
+        """What the pulls of one operation from one peer did (times in ISO 8601 UTC)."""
+        state = await self._state(peer_key, operation)
+        entry: dict[str, Any] = {
+            "last_success": _iso(state.get("last_success")),
+            "last_success_started": _iso(state.get("last_success_started")),
+            "last_kind": state.get("last_kind"),
+            "last_error": state.get("last_error") or None,
+            "last_error_at": _iso(state.get("last_error_at")),
+            "consecutive_failures": int(state.get("consecutive_failures") or 0),
+            "next_attempt": _iso(state.get("next_attempt")),
+            "pages": int(state.get("pages") or 0),
+            "records_received": int(state.get("records_received") or 0),
+            "records_applied": int(state.get("records_applied") or 0),
+            "records_invalid": int(state.get("records_invalid") or 0),
+            "records_applied_total": int(state.get("records_applied_total") or 0),
+            "operators": sorted(v[0] for v in (await self.operators(peer_key, operation)).values()),
+        }
+        if operation in (PULL_EVSE_DATA, GET_CHARGE_DETAIL_RECORDS):
+            entry["cursor"] = state.get("cursor")  # the next LastCall / From, before the overlap
+        return entry

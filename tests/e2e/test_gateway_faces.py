@@ -1,6 +1,6 @@
 """Both OICP faces and the internal API of real gateways: caller identity, ID ownership (017/018),
-validation errors naming the field (022), requests that are not OICP (4xx with an acknowledgement),
-320 for the operations of later issues — every answer checked against Hubject's OpenAPI files."""
+validation errors naming the field (022), requests that are not OICP (4xx with an acknowledgement) -
+every answer checked against Hubject's OpenAPI files."""
 
 from __future__ import annotations
 
@@ -18,27 +18,6 @@ from tests.support.bodies import valid_body
 from tests.support.nodes import HttpSink, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
-
-IMPLEMENTED = {
-    "PushEvseStatus",
-    "PushEvseData",
-    "PushPricingProductData",
-    "PushEVSEPricing",
-    "PullEvseData",
-    "PullEvseStatus",
-    "PullEvseStatusById",
-    "PullEvseStatusByOperatorId",
-    "PullPricingProductData",
-    "PullEVSEPricing",
-    "AuthorizeStart",
-    "AuthorizeStop",
-    "AuthorizeRemoteStart",
-    "AuthorizeRemoteStop",
-    "AuthorizeRemoteReservationStart",
-    "AuthorizeRemoteReservationStop",
-    "ChargingNotification",
-    "PushAuthenticationData",
-}
 
 
 @pytest_asyncio.fixture(loop_scope="session")
@@ -68,17 +47,6 @@ async def call(
 
 def code_of(answer: dict[str, Any]) -> str:
     return answer["StatusCode"]["Code"]
-
-
-@pytest.mark.parametrize("operation", [op for op in OPERATIONS if op.name not in IMPLEMENTED], ids=lambda o: o.name)
-async def test_operations_of_later_issues_answer_320(
-    pair: Pair, http: aiohttp.ClientSession, operation: Operation
-) -> None:
-    status, answer = await call(http, url_of(pair, operation), valid_body(operation.name), token_for(operation))
-    assert status == 200
-    assert code_of(answer) == "320", answer
-    assert answer.get("Result") is False or answer.get("AuthorizationStatus") == "NotAuthorized"
-    validate_response(operation.path, answer, acknowledgement_ok=True)
 
 
 @pytest.mark.parametrize("operation", OPERATIONS, ids=lambda o: o.name)

@@ -26,7 +26,6 @@ from shared.bus.topology import (
     COMMANDS_EXCHANGE,
     DEAD_LETTER_EXCHANGE,
     EVENTS_EXCHANGE,
-    RESERVED_COMMAND_PATTERNS,
 )
 
 DOCUMENT = Path(__file__).resolve().parents[2] / "docs" / "asyncapi.yaml"
@@ -40,7 +39,8 @@ EVENT_PUBLISHERS = {
     EventType.EVSE_PRICING_CHANGED: {"evse_push"},
     EventType.EVSE_PRICING_RECEIVED: {"evse_push"},
     EventType.PEER_DELIVERY_FAILED: {"evse_push"},
-    EventType.COMMAND_REJECTED: {"evse_push", "authorization", "sessions", *RESERVED_COMMAND_PATTERNS},
+    EventType.COMMAND_REJECTED: {"evse_push", "authorization", "sessions", "cdr"},
+    **{event: {"cdr"} for event in EventType if event.value.startswith("cdr.")},
     EventType.TOKENS_CHANGED: {"authorization"},
     EventType.AUTHORIZATION_DECIDED: {"authorization"},
     EventType.AUTH_DATA_RECEIVED: {"authorization"},
@@ -168,18 +168,6 @@ def test_event_is_published_to_the_events_exchange(spec: dict[str, Any], event: 
         assert channel["bindings"]["amqp"]["exchange"]["name"] == EVENTS_EXCHANGE
         assert operation_of(spec, name)["action"] == "send"
         assert_envelope_of(spec, channel, EVENT_PAYLOADS[event])
-
-
-@pytest.mark.parametrize("service", list(RESERVED_COMMAND_PATTERNS))
-def test_reserved_command_queue_is_documented(spec: dict[str, Any], service: str) -> None:
-    name = f"{service}: commands for {service}"
-    channel = spec["channels"][name]
-    assert channel["bindings"]["amqp"]["queue"]["name"] == f"{service}.commands"
-    assert channel["address"] == RESERVED_COMMAND_PATTERNS[service][0]
-    assert operation_of(spec, name)["action"] == "receive"
-    assert resolve(spec, next(iter(channel["messages"].values())))["payload"]
-    for pattern in RESERVED_COMMAND_PATTERNS[service]:
-        assert f"`{pattern}`" in spec["info"]["description"]
 
 
 @pytest.mark.parametrize("request_type", list(InternalRequest))

@@ -486,3 +486,13 @@ def test_node_settings_can_be_built_directly() -> None:
         internal={"port": 7101, "token": "t"},
     )
     assert settings.roles == {Role.CPO}
+
+
+def test_cdr_fetches_only_from_cpo_peers(tmp_path: Path) -> None:
+    peer = {"id": "DE-GDF", "role": "emp", "base_url": "http://a.example", "cdr_fetch_interval_seconds": 60}
+    message = refused(tmp_path, config(peers=[peer]))
+    assert "peers.0" in message and "cdr_fetch_interval_seconds can only be configured for CPO peers" in message
+
+
+def test_cdr_settings_are_validated(tmp_path: Path) -> None:
+    assert "cdr.max_attempts" in refused(tmp_path, config(cdr={"max_attempts": 0}))
