@@ -279,7 +279,11 @@ class SessionSettings(Strict):
 
 class CdrSettings(Strict):
     max_attempts: int = Field(
-        default=12, ge=1, le=1000, description="CPO role: deliveries of a CDR before it is parked (then replayed)"
+        default=60,
+        ge=1,
+        le=10_000,
+        description="CPO role: deliveries of a CDR before it is parked (then replayed); with the default "
+        "backoff about 4.5 hours of an unreachable EMP",
     )
     backoff_initial_seconds: float = Field(default=1.0, gt=0, description="first retry after a failed delivery")
     backoff_max_seconds: float = Field(default=300.0, gt=0, description="retries back off exponentially up to this")

@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 import uuid
 from typing import Any
@@ -44,10 +43,11 @@ from shared.oicp import (
 )
 from shared.oicp.ids import normalize_id
 from shared.oicp.operations import OPERATIONS_BY_NAME
+from shared.peers.backoff import backoff_delay
 from shared.peers.client import PeerCallError, PeerClient
-from shared.peers.lanes import LaneSet
+from shared.peers.lanes import LaneSet, LeasedLane
 from shared.peers.registry import PeerRegistry
-from shared.settings import DeliverySettings, NodeSettings, PeerConfig, PushOperation, Role
+from shared.settings import NodeSettings, PeerConfig, PushOperation, Role
 from shared.stores.delivery import DeliveryStore
 from shared.stores.tokens import StoredToken, TokenStore
 
@@ -55,15 +55,6 @@ logger = logging.getLogger(__name__)
 
 OPERATION = PushOperation.PUSH_AUTHENTICATION_DATA
 PATH = OPERATIONS_BY_NAME["PushAuthenticationData"].path
-
-
-def backoff_delay(failures: int, settings: DeliverySettings, retry_after: float | None = None) -> float:
-    """Exponential backoff with jitter between 50 % and 100 %; never shorter than Retry-After."""
-    base = min(settings.backoff_max_seconds, settings.backoff_initial_seconds * 2 ** max(0, failures - 1))
-    delay = base * random.uniform(0.5, 1.0)
-    if retry_after is not None:
-        delay = max(delay, min(retry_after, settings.backoff_max_seconds * 10))
-    return delay
 
 
 def offline_usable(token: StoredToken | None) -> bool:
@@ -74,24 +65,11 @@ class LaneFailed(Exception):
     """A request failed (already recorded); the lane backs off."""
 
 
-class AuthDataLane:
+class AuthDataLane(LeasedLane):
     def __init__(self, pusher: AuthDataPusher, peer: PeerConfig) -> None:
+        super().__init__(peer, pusher.store, OPERATION, pusher.owner, task_name=f"authdata-lane:{peer.id}")
         self.pusher = pusher
-        self.peer = peer
-        self.wake = asyncio.Event()
-        self.task: asyncio.Task[None] | None = None
         self._next_attempt = 0.0
-
-    def start(self) -> None:
-        self.task = asyncio.create_task(self._run(), name=f"authdata-lane:{self.peer.id}")
-
-    async def stop(self) -> None:
-        if self.task:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
-        with contextlib.suppress(Exception):
-            await self.pusher.store.release_lease(self.peer.key, OPERATION, self.pusher.owner)
 
     async def _run(self) -> None:
         delivery = self.pusher.settings.delivery

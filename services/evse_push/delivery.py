@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 import uuid
 from datetime import datetime
@@ -38,22 +37,14 @@ from shared.metrics import (
     PEER_DELIVERY_REQUESTS,
 )
 from shared.oicp import Acknowledgement, OICPModel, StatusCodeValue
+from shared.peers.backoff import backoff_delay
 from shared.peers.client import PeerCallError, PeerClient
-from shared.peers.lanes import LaneSet
+from shared.peers.lanes import LaneSet, LeasedLane
 from shared.peers.registry import PeerRegistry
-from shared.settings import DeliverySettings, NodeSettings, PeerConfig, PushOperation, Role
+from shared.settings import NodeSettings, PeerConfig, PushOperation, Role
 from shared.stores.delivery import DeliveryStore
 
 logger = logging.getLogger(__name__)
-
-
-def backoff_delay(failures: int, settings: DeliverySettings, retry_after: float | None = None) -> float:
-    """Exponential backoff with full jitter between 50 % and 100 %; never shorter than Retry-After."""
-    base = min(settings.backoff_max_seconds, settings.backoff_initial_seconds * 2 ** max(0, failures - 1))
-    delay = base * random.uniform(0.5, 1.0)
-    if retry_after is not None:
-        delay = max(delay, min(retry_after, settings.backoff_max_seconds * 10))
-    return delay
 
 
 class LaneFailed(Exception):
@@ -75,30 +66,19 @@ class RateLimiter:
             self._next = max(time.monotonic(), self._next) + self.interval
 
 
-class PushLane:
+class PushLane(LeasedLane):
     """Sends one operation's pending records to one peer, one request at a time."""
 
     def __init__(self, manager: DeliveryManager, peer: PeerConfig, source: PushSource) -> None:
+        super().__init__(
+            peer, manager.store, source.operation, manager.owner, task_name=f"lane:{peer.id}:{source.operation}"
+        )
         self.manager = manager
-        self.peer = peer
         self.source = source
         self.operation = source.operation
-        self.wake = asyncio.Event()
-        self.task: asyncio.Task[None] | None = None
         self.limiter = RateLimiter(peer.max_requests_per_second)
         self._next_attempt = 0.0
         self._lease_renewed = 0.0
-
-    def start(self) -> None:
-        self.task = asyncio.create_task(self._run(), name=f"lane:{self.peer.id}:{self.operation}")
-
-    async def stop(self) -> None:
-        if self.task:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
-        with contextlib.suppress(Exception):
-            await self.manager.store.release_lease(self.peer.key, self.operation, self.manager.owner)
 
     async def _run(self) -> None:
         settings = self.manager.settings

@@ -35,6 +35,34 @@ class Lane(Protocol):
     async def stop(self) -> None: ...
 
 
+class LeasedLane(ABC):
+    """A lane's task and its lease: started by its LaneSet, stopped (lease released, so another
+    replica can take over at once) when the peer goes away or the service stops."""
+
+    def __init__(self, peer: PeerConfig, store: DeliveryStore, operation: str, owner: str, task_name: str) -> None:
+        self.peer = peer
+        self.wake = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+        self._lease = (store, operation, owner)
+        self._task_name = task_name
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self._run(), name=self._task_name)
+
+    async def stop(self) -> None:
+        if self.task:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+        store, operation, owner = self._lease
+        with contextlib.suppress(Exception):
+            await store.release_lease(self.peer.key, operation, owner)
+
+    @abstractmethod
+    async def _run(self) -> None:
+        """The lane's loop: wait to be woken (or for its next attempt), send under the lease."""
+
+
 K = TypeVar("K", bound=Hashable)
 L = TypeVar("L", bound=Lane)
 

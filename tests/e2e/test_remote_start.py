@@ -12,6 +12,7 @@ import pytest
 from shared.oicp.operations import OPERATIONS_BY_NAME
 from tests.conftest import EMP_CALLS_CPO, EMP_ID, SINK_CALLS_CPO, SINK_ID, Pair
 from tests.oicp_schema import validate_response
+from tests.support.cdr_bodies import full_cdr
 from tests.support.events import EventTap
 from tests.support.nodes import wait_until
 from tests.support.responders import HOLD, BusResponder, always
@@ -229,3 +230,14 @@ async def test_the_timeout_case_keeps_the_session_on_both_nodes(
             assert sid in {s.session_id for s in await ledgers.of(node).without_cdr(older_than_seconds=0)}
         # and the charge point was asked exactly once, the EMP's command never repeated
         assert asked(backend, START, sid) == 1
+
+    # its CDR finds the session on both nodes: delivered, accepted, and the session closed on each side
+    cdr = full_cdr(sid, evse_id=evse)
+    submitted = await command(web_client, cpo, "cpo.cdr.submit", cdr)
+    assert submitted["ok"] and submitted["session_id"] == sid, submitted
+    await wait_until(ledgers.in_state(emp, sid, "cdr_received"), what="the EMP's session closed by its CDR")
+    await wait_until(ledgers.in_state(cpo, sid, "cdr_sent"), what="the CPO's session closed by the acknowledgement")
+    headers = {"Authorization": f"Bearer {emp.internal_token}"}
+    async with web_client.get(f"{emp.internal_url}/cdrs/{sid}", headers=headers) as response:
+        received = (await response.json())["in"]
+    assert received["cdr"] == cdr and received["session_known"] is True

@@ -84,7 +84,8 @@ def quick_settings() -> dict[str, Any]:
             "backend_timeout_seconds": BACKEND_TIMEOUT_SECONDS,
             "check_interval_seconds": CHECK_INTERVAL_SECONDS,
             "cdr_missing_after_seconds": CDR_MISSING_AFTER_SECONDS,
-        }
+        },
+        "cdr": {"backoff_initial_seconds": 0.2, "backoff_max_seconds": 1.0},
     }
 
 

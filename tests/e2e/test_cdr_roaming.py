@@ -1,0 +1,206 @@
+"""CDRs between two real nodes whose processes the test stops and starts: a CDR submitted while the
+EMP node is down arrives exactly once after it is back, every field intact; a CDR the EMP node missed
+is fetched with GetChargeDetailRecords (on demand and on its schedule) into the same inbox without
+a duplicate; the CPO face's GetChargeDetailRecords shows only the caller's CDRs, with CDRForwarded."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import aiohttp
+import pytest
+import pytest_asyncio
+import redis.asyncio as aioredis
+
+from shared.oicp.operations import OPERATIONS_BY_NAME
+from shared.stores.redis import KeySpace
+from tests.oicp_schema import validate_response
+from tests.support.cdr_bodies import full_cdr
+from tests.support.events import EventTap
+from tests.support.nodes import REDIS_URL, RUN_ID, NodeProcesses, NodeSpec, cleanup, wait_until
+
+pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
+
+CPO_ID, EMP_ID = "DE*GEF", "DE-GDF"
+EMP_CALLS_CPO, CPO_CALLS_EMP = "r-emp-calls-cpo", "r-cpo-calls-emp"
+FETCH_INTERVAL_SECONDS = 1.0
+# fast retries, and never parked while the test keeps the EMP node down
+FAST_RETRIES = {"cdr": {"backoff_initial_seconds": 0.2, "backoff_max_seconds": 1.0, "max_attempts": 1000}}
+GET_CDRS = OPERATIONS_BY_NAME["GetChargeDetailRecords"].path.format(providerID=EMP_ID)
+
+
+@dataclass
+class Roaming:
+    cpo: NodeSpec
+    emp: NodeSpec
+    cpo_nodes: NodeProcesses
+    emp_nodes: NodeProcesses
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def roaming(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Roaming]:
+    cpo = NodeSpec("rcpo", operator_ids=[CPO_ID], extra=FAST_RETRIES)
+    emp = NodeSpec("remp", provider_ids=[EMP_ID], extra=FAST_RETRIES)
+    cpo.peers = [
+        {
+            "id": EMP_ID,
+            "role": "emp",
+            "base_url": emp.oicp_url,
+            "inbound_token": EMP_CALLS_CPO,
+            "outbound_token": CPO_CALLS_EMP,
+            "timeout_seconds": 2,
+        }
+    ]
+    emp.peers = [
+        {
+            "id": CPO_ID,
+            "role": "cpo",
+            "base_url": cpo.oicp_url,
+            "inbound_token": CPO_CALLS_EMP,
+            "outbound_token": EMP_CALLS_CPO,
+            "cdr_fetch_interval_seconds": FETCH_INTERVAL_SECONDS,
+        }
+    ]
+    directory = tmp_path_factory.mktemp("roaming")
+    nodes = Roaming(cpo, emp, NodeProcesses([cpo], directory), NodeProcesses([emp], directory))
+    try:
+        await nodes.cpo_nodes.start()
+        await nodes.emp_nodes.start()
+        yield nodes
+    finally:
+        nodes.cpo_nodes.stop()
+        nodes.emp_nodes.stop()
+        await cleanup([cpo, emp])
+
+
+async def internal_get(node: NodeSpec, path: str) -> Any:
+    async with aiohttp.ClientSession() as http:
+        headers = {"Authorization": f"Bearer {node.internal_token}"}
+        async with http.get(node.internal_url + path, headers=headers) as response:
+            return await response.json() if response.status == 200 else None
+
+
+async def submit(node: NodeSpec, cdr: dict[str, Any]) -> dict[str, Any]:
+    async with aiohttp.ClientSession() as http:
+        headers = {"Authorization": f"Bearer {node.internal_token}"}
+        async with http.post(f"{node.internal_url}/commands/cpo.cdr.submit", json=cdr, headers=headers) as response:
+            answer = await response.json()
+            assert response.status == 200 and answer["ok"], answer
+            return answer  # type: ignore[no-any-return]
+
+
+async def emp_copy(roaming: Roaming, session_id: str) -> dict[str, Any] | None:
+    view = await internal_get(roaming.emp, f"/cdrs/{session_id}")
+    return view["in"] if view and view["in"] else None
+
+
+async def cpo_state(roaming: Roaming, session_id: str) -> dict[str, Any] | None:
+    view = await internal_get(roaming.cpo, f"/cdrs/{session_id}")
+    return view["out"] if view else None
+
+
+async def test_a_cdr_submitted_while_the_emp_node_is_down_arrives_once_it_is_back(roaming: Roaming) -> None:
+    roaming.emp_nodes.stop()
+    cdr = full_cdr(evse_id="DE*GEF*E1ROAM*1")
+    sid = cdr["SessionID"]
+    try:
+        await submit(roaming.cpo, cdr)  # acknowledged: stored, whatever the EMP's state
+
+        async def failed_at_least_twice() -> bool:
+            state = await cpo_state(roaming, sid)
+            return state is not None and int(state.get("attempts") or 0) >= 2
+
+        await wait_until(failed_at_least_twice, what="the CPO retrying the down EMP")
+        assert (await cpo_state(roaming, sid) or {}).get("state") == "pending"
+    finally:
+        await roaming.emp_nodes.start()
+
+    async with EventTap(roaming.emp.topology.events.name, "cdr.received") as events:
+        received = await wait_until(lambda: emp_copy(roaming, sid), timeout=30, what="the CDR at the EMP node")
+        assert received["cdr"] == cdr, "every field intact, time zones as submitted"
+
+        async def delivered() -> bool:
+            return ((await cpo_state(roaming, sid)) or {}).get("state") == "delivered"
+
+        await wait_until(delivered, what="the CPO's outbox marking it delivered")
+        # exactly once: a later CDR's event marks the point by which a second one would have come
+        marker = full_cdr(evse_id="DE*GEF*E1ROAM*2")
+        await submit(roaming.cpo, marker)
+        await wait_until(
+            lambda: [e for e in events.events if e["data"]["session_id"] == marker["SessionID"]], what="the marker"
+        )
+        assert [e["data"]["session_id"] for e in events.events].count(sid) <= 1
+    listed = await internal_get(roaming.emp, "/cdrs?direction=in&size=2000")
+    assert [c["SessionID"] for c in listed["cdrs"]].count(sid) == 1
+
+
+async def test_get_charge_detail_records_and_the_scheduled_fetch(roaming: Roaming) -> None:
+    """While the EMP node is down the CPO's lane keeps the CDR pending (not forwarded); the EMP's
+    GetChargeDetailRecords sees it with CDRForwarded=false, and its scheduled fetch stores it once."""
+    roaming.emp_nodes.stop()
+    cdr = full_cdr(evse_id="DE*GEF*E1ROAM*3")
+    sid = cdr["SessionID"]
+    try:
+        await submit(roaming.cpo, cdr)
+        now = datetime.now(UTC)
+        body = {
+            "ProviderID": EMP_ID,
+            "From": (now - timedelta(hours=1)).isoformat(),
+            "To": (now + timedelta(hours=1)).isoformat(),
+            "CDRForwarded": False,
+        }
+        async with aiohttp.ClientSession() as http:
+            headers = {"Authorization": f"Bearer {EMP_CALLS_CPO}"}
+            async with http.post(roaming.cpo.oicp_url + GET_CDRS, json=body, headers=headers) as response:
+                page = await response.json()
+        validate_response(GET_CDRS, page)
+        assert page["StatusCode"]["Code"] == "000"
+        assert sid in {c["SessionID"] for c in page["content"]}
+        assert next(c for c in page["content"] if c["SessionID"] == sid) == cdr
+    finally:
+        await roaming.emp_nodes.start()
+    # once back, the EMP node has it (pushed by the lane or fetched by its schedule), exactly once
+    received = await wait_until(lambda: emp_copy(roaming, sid), timeout=30, what="the CDR at the EMP node")
+    assert received["cdr"] == cdr
+
+    async def fetched() -> Any:
+        states = await internal_get(roaming.emp, "/cdrs/fetches")
+        state = next((s for s in states or [] if s["peer_id"] == CPO_ID), None)
+        return state if state and state["last_success"] else None
+
+    state = await wait_until(fetched, timeout=30, what="a scheduled GetChargeDetailRecords")
+    assert state["interval_seconds"] == FETCH_INTERVAL_SECONDS and state["last_error"] is None
+    listed = await internal_get(roaming.emp, "/cdrs?direction=in&size=2000")
+    assert [c["SessionID"] for c in listed["cdrs"]].count(sid) == 1
+
+
+async def test_a_missed_cdr_is_fetched_on_demand(roaming: Roaming) -> None:
+    """A CDR the EMP node's inbox lost (deleted here, as if its Redis had been restored from an old
+    backup) is fetched again with emp.cdr.fetch, and a fetch of what is known stores nothing twice."""
+    cdr = full_cdr(evse_id="DE*GEF*E1ROAM*4")
+    sid = cdr["SessionID"]
+    await submit(roaming.cpo, cdr)
+    await wait_until(lambda: emp_copy(roaming, sid), timeout=30, what="the CDR at the EMP node")
+
+    client = aioredis.from_url(REDIS_URL)
+    async with client:
+        keys = KeySpace(f"{RUN_ID}:{roaming.emp.name}:")
+        await client.hdel(keys.key("cdr", "in", "records"), sid)
+        await client.zrem(keys.key("cdr", "in", "by-time"), sid)
+
+    async with aiohttp.ClientSession() as http:
+        headers = {"Authorization": f"Bearer {roaming.emp.internal_token}"}
+        url = f"{roaming.emp.internal_url}/commands/emp.cdr.fetch"
+        async with http.post(url, json={"peer_id": CPO_ID}, headers=headers) as response:
+            first = await response.json()
+        assert response.status == 200 and first["ok"], first
+        # (the node's schedule may have fetched it a moment earlier: then this fetch found it known)
+        assert int(first["info"].split(" CDRs in ")[0]) >= 1, first
+        received = await emp_copy(roaming, sid)
+        assert received is not None and received["cdr"] == cdr and received["source"] == "fetch"
+        async with http.post(url, json={"peer_id": CPO_ID}, headers=headers) as response:
+            second = await response.json()
+        assert second["ok"] and second["changed"] == 0, second
