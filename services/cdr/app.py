@@ -17,7 +17,6 @@ import redis.asyncio as aioredis
 from faststream import FastStream
 from faststream.rabbit import RabbitBroker
 from faststream.specification import AsyncAPI
-from shared.stores.cdr_outbox import CdrOutbox
 
 from shared.bus.client import Bus, create_broker
 from shared.bus.messages import EventType
@@ -27,6 +26,7 @@ from shared.peers.client import PeerClient
 from shared.peers.registry import PeerRegistry
 from shared.settings import NodeSettings
 from shared.stores.cdr_inbox import CdrInbox
+from shared.stores.cdr_outbox import CdrOutbox
 from shared.stores.delivery import DeliveryStore
 from shared.stores.redis import KeySpace, create_redis
 from shared.stores.sessions import SessionLedger

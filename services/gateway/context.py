@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
 from faststream.rabbit import RabbitBroker
-from shared.stores.cdr_outbox import CdrOutbox
 
 from shared.bus.client import Bus, create_broker
 from shared.bus.messages import CommandType
@@ -17,6 +16,7 @@ from shared.bus.topology import Topology, declare_topology
 from shared.peers.registry import PeerRegistry
 from shared.settings import NodeSettings
 from shared.stores.cdr_inbox import CdrInbox
+from shared.stores.cdr_outbox import CdrOutbox
 from shared.stores.delivery import DeliveryStore
 from shared.stores.evse_data import EvseDataStore
 from shared.stores.evse_status import EvseStatusStore
