@@ -1,7 +1,8 @@
 """CDRs between two real nodes whose processes the test stops and starts: a CDR submitted while the
 EMP node is down arrives exactly once after it is back, every field intact; a CDR the EMP node missed
 is fetched with GetChargeDetailRecords (on demand and on its schedule) into the same inbox without
-a duplicate; the CPO face's GetChargeDetailRecords shows only the caller's CDRs, with CDRForwarded."""
+a duplicate; the CPO face's GetChargeDetailRecords shows only the caller's CDRs, with CDRForwarded,
+every filter and every page over 5,000 of them."""
 
 from __future__ import annotations
 
@@ -16,16 +17,21 @@ import pytest_asyncio
 import redis.asyncio as aioredis
 
 from shared.oicp.operations import OPERATIONS_BY_NAME
+from shared.stores.cdr_outbox import CdrEntry, CdrOutbox
 from shared.stores.redis import KeySpace
 from tests.oicp_schema import validate_response
 from tests.support.cdr_bodies import full_cdr
 from tests.support.events import EventTap
-from tests.support.nodes import REDIS_URL, RUN_ID, NodeProcesses, NodeSpec, cleanup, wait_until
+from tests.support.nodes import REDIS_URL, RUN_ID, NodeProcesses, NodeSpec, cleanup, free_port, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
 
 CPO_ID, EMP_ID = "DE*GEF", "DE-GDF"
 EMP_CALLS_CPO, CPO_CALLS_EMP = "r-emp-calls-cpo", "r-cpo-calls-emp"
+# A second EMP peer that is never reachable: it owns the bulk of CDRs the paging test reads (its lane
+# retries the first of them slowly and never gets one through, so the bulk stays put).
+BULK_EMP, BULK_CALLS_CPO = "DE-BLK", "r-blk-calls-cpo"
+BULK = 5_000
 FETCH_INTERVAL_SECONDS = 1.0
 # fast retries, and never parked while the test keeps the EMP node down
 FAST_RETRIES = {"cdr": {"backoff_initial_seconds": 0.2, "backoff_max_seconds": 1.0, "max_attempts": 1000}}
@@ -52,7 +58,15 @@ async def roaming(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Roa
             "inbound_token": EMP_CALLS_CPO,
             "outbound_token": CPO_CALLS_EMP,
             "timeout_seconds": 2,
-        }
+        },
+        {
+            "id": BULK_EMP,
+            "role": "emp",
+            "base_url": f"http://127.0.0.1:{free_port()}",
+            "inbound_token": BULK_CALLS_CPO,
+            "outbound_token": "r-cpo-calls-blk",
+            "timeout_seconds": 1,
+        },
     ]
     emp.peers = [
         {
@@ -204,3 +218,71 @@ async def test_a_missed_cdr_is_fetched_on_demand(roaming: Roaming) -> None:
         async with http.post(url, json={"peer_id": CPO_ID}, headers=headers) as response:
             second = await response.json()
         assert second["ok"] and second["changed"] == 0, second
+
+
+async def get_cdrs(roaming: Roaming, token: str, body: dict[str, Any], page: int, size: int) -> dict[str, Any]:
+    provider = body["ProviderID"]
+    path = OPERATIONS_BY_NAME["GetChargeDetailRecords"].path.format(providerID=provider)
+    async with aiohttp.ClientSession() as http:
+        url = f"{roaming.cpo.oicp_url}{path}?page={page}&size={size}"
+        async with http.post(url, json=body, headers={"Authorization": f"Bearer {token}"}) as response:
+            assert response.status == 200
+            answer = await response.json()
+    validate_response(path, answer)
+    assert answer["StatusCode"]["Code"] == "000", answer
+    return answer  # type: ignore[no-any-return]
+
+
+async def test_get_charge_detail_records_pages_and_filters_5000_cdrs(roaming: Roaming) -> None:
+    """5,000 CDRs of one EMP peer, two operators' worth of OperatorIDs, every fourth forwarded, with the
+    other EMP's CDRs in the same time range: each filter and every page over HTTP, nothing foreign."""
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    step = timedelta(seconds=7)
+    client = aioredis.from_url(REDIS_URL)
+    async with client:
+        outbox = CdrOutbox(client, KeySpace(f"{RUN_ID}:{roaming.cpo.name}:"))
+        rows = []
+        entries = []
+        for n in range(BULK):
+            at = t0 + n * step
+            cdr = full_cdr(evse_id=f"DE*GEF*E{n:05d}*1")
+            entries.append(
+                CdrEntry(cdr=cdr, peer_id=BULK_EMP, operator_id=CPO_ID, provider_id=BULK_EMP, submitted_at=at)
+            )
+            rows.append((cdr["SessionID"], at, n % 4 == 0))
+        foreign = [
+            CdrEntry(cdr=full_cdr(evse_id="DE*GEF*EFOREIGN*1"), peer_id=EMP_ID, operator_id=CPO_ID, submitted_at=t0)
+        ]
+        await outbox.submit_many([*entries, *foreign])
+        for sid, _, forwarded in rows:
+            if forwarded:
+                await outbox.mark_delivered(sid)
+
+    body = {"ProviderID": BULK_EMP, "From": t0.isoformat(), "To": (t0 + BULK * step).isoformat()}
+    seen: list[str] = []
+    for page in range(3):
+        answer = await get_cdrs(roaming, BULK_CALLS_CPO, body, page, 2000)
+        assert answer["totalElements"] == BULK and answer["totalPages"] == 3 and answer["number"] == page
+        assert answer["first"] is (page == 0) and answer["last"] is (page == 2)
+        assert answer["numberOfElements"] == len(answer["content"]) == (2000 if page < 2 else 1000)
+        seen += [c["SessionID"] for c in answer["content"]]
+    assert seen == [sid for sid, _, _ in rows], "every CDR once, in the order received"
+    assert foreign[0].session_id not in seen
+
+    # a time window (both ends inclusive) with CDRForwarded=false, default page size 20
+    window = {**body, "From": (t0 + 100 * step).isoformat(), "To": (t0 + 199 * step).isoformat(), "CDRForwarded": False}
+    answer = await get_cdrs(roaming, BULK_CALLS_CPO, window, 0, 20)
+    expected = [sid for sid, at, fwd in rows[100:200] if not fwd]
+    assert answer["totalElements"] == len(expected) == 75 and answer["size"] == 20
+    assert [c["SessionID"] for c in answer["content"]] == expected[:20]
+
+    # SessionIDs, one of them another EMP's: only the caller's come back
+    ids = {**body, "SessionID": [rows[7][0], rows[4001][0], foreign[0].session_id]}
+    answer = await get_cdrs(roaming, BULK_CALLS_CPO, ids, 0, 20)
+    assert [c["SessionID"] for c in answer["content"]] == [rows[7][0], rows[4001][0]]
+
+    # an OperatorID that is not the CDRs' finds nothing; the other EMP sees none of the bulk
+    answer = await get_cdrs(roaming, BULK_CALLS_CPO, {**body, "OperatorID": "DE*XYZ"}, 0, 20)
+    assert answer["totalElements"] == 0 and answer["content"] == []
+    theirs = await get_cdrs(roaming, EMP_CALLS_CPO, {**body, "ProviderID": EMP_ID}, 0, 2000)
+    assert {c["SessionID"] for c in theirs["content"]}.isdisjoint(seen)
