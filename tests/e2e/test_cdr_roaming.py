@@ -6,6 +6,8 @@ every filter and every page over 5,000 of them."""
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -21,8 +23,10 @@ from shared.stores.cdr_outbox import CdrEntry, CdrOutbox
 from shared.stores.redis import KeySpace
 from tests.oicp_schema import validate_response
 from tests.support.cdr_bodies import full_cdr
+from tests.support.cdrs import service_pids
 from tests.support.events import EventTap
 from tests.support.nodes import REDIS_URL, RUN_ID, NodeProcesses, NodeSpec, cleanup, free_port, wait_until
+from tests.support.proxy import TcpProxy
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
 
@@ -44,17 +48,20 @@ class Roaming:
     emp: NodeSpec
     cpo_nodes: NodeProcesses
     emp_nodes: NodeProcesses
+    to_emp: TcpProxy  # the CPO node reaches the EMP node through it
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def roaming(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Roaming]:
     cpo = NodeSpec("rcpo", operator_ids=[CPO_ID], extra=FAST_RETRIES)
     emp = NodeSpec("remp", provider_ids=[EMP_ID], extra=FAST_RETRIES)
+    to_emp = TcpProxy(emp.oicp_port)
+    await to_emp.start()
     cpo.peers = [
         {
             "id": EMP_ID,
             "role": "emp",
-            "base_url": emp.oicp_url,
+            "base_url": f"http://127.0.0.1:{to_emp.port}",
             "inbound_token": EMP_CALLS_CPO,
             "outbound_token": CPO_CALLS_EMP,
             "timeout_seconds": 2,
@@ -79,7 +86,7 @@ async def roaming(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Roa
         }
     ]
     directory = tmp_path_factory.mktemp("roaming")
-    nodes = Roaming(cpo, emp, NodeProcesses([cpo], directory), NodeProcesses([emp], directory))
+    nodes = Roaming(cpo, emp, NodeProcesses([cpo], directory), NodeProcesses([emp], directory), to_emp)
     try:
         await nodes.cpo_nodes.start()
         await nodes.emp_nodes.start()
@@ -87,6 +94,7 @@ async def roaming(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Roa
     finally:
         nodes.cpo_nodes.stop()
         nodes.emp_nodes.stop()
+        await to_emp.cut()
         await cleanup([cpo, emp])
 
 
@@ -286,3 +294,41 @@ async def test_get_charge_detail_records_pages_and_filters_5000_cdrs(roaming: Ro
     assert answer["totalElements"] == 0 and answer["content"] == []
     theirs = await get_cdrs(roaming, EMP_CALLS_CPO, {**body, "ProviderID": EMP_ID}, 0, 2000)
     assert {c["SessionID"] for c in theirs["content"]}.isdisjoint(seen)
+
+
+async def test_a_cdr_worker_killed_mid_delivery_loses_nothing_and_duplicates_nothing(roaming: Roaming) -> None:
+    """The CPO node's cdr worker dies (SIGKILL) while its CDR request is on the wire, unanswered. The
+    restarted worker sends it again; the EMP node may see it twice and keeps it once; billing sees it
+    once; the CPO's outbox ends with it delivered."""
+    cdr = full_cdr(evse_id="DE*GEF*E1ROAM*5")
+    sid = cdr["SessionID"]
+    async with EventTap(roaming.emp.topology.events.name, "cdr.received") as events:
+        roaming.to_emp.pause()
+        try:
+            before = roaming.to_emp.bytes_in
+            await submit(roaming.cpo, cdr)
+            await wait_until(lambda: roaming.to_emp.bytes_in > before, what="the CDR request on the wire")
+            [worker] = service_pids(roaming.cpo_nodes, "cdr")
+            os.kill(worker, signal.SIGKILL)
+            await wait_until(
+                lambda: (pids := service_pids(roaming.cpo_nodes, "cdr")) and pids != [worker],
+                timeout=30,
+                what="the launcher restarting the cdr worker",
+            )
+        finally:
+            roaming.to_emp.resume()
+
+        async def delivered() -> bool:
+            return ((await cpo_state(roaming, sid)) or {}).get("state") == "delivered"
+
+        await wait_until(delivered, timeout=60, what="the restarted worker's delivery acknowledged")
+        received = await emp_copy(roaming, sid)
+        assert received is not None and received["cdr"] == cdr
+        marker = full_cdr(evse_id="DE*GEF*E1ROAM*6")
+        await submit(roaming.cpo, marker)
+        await wait_until(
+            lambda: [e for e in events.events if e["data"]["session_id"] == marker["SessionID"]], what="the marker"
+        )
+        assert [e["data"]["session_id"] for e in events.events].count(sid) == 1
+    listed = await internal_get(roaming.emp, "/cdrs?direction=in&size=2000")
+    assert [c["SessionID"] for c in listed["cdrs"]].count(sid) == 1

@@ -14,6 +14,10 @@ class TcpProxy:
         self.upstream = (upstream_host, upstream_port)
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._flowing = asyncio.Event()
+        self._flowing.set()
+        #: Bytes received from clients (a test waits for a request to be in flight).
+        self.bytes_in = 0
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
@@ -26,14 +30,17 @@ class TcpProxy:
             return
         self._writers |= {writer, up_writer}
 
-        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter, inbound: bool) -> None:
             with contextlib.suppress(ConnectionError, OSError):
                 while data := await source.read(65536):
+                    if inbound:
+                        self.bytes_in += len(data)
+                    await self._flowing.wait()  # paused: held here, as by a peer that is slow to answer
                     sink.write(data)
                     await sink.drain()
             sink.close()
 
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        await asyncio.gather(pipe(reader, up_writer, True), pipe(up_reader, writer, False))
         self._writers -= {writer, up_writer}
 
     async def cut(self) -> None:
@@ -48,3 +55,10 @@ class TcpProxy:
 
     async def restore(self) -> None:
         await self.start()
+
+    def pause(self) -> None:
+        """Accept and read, but pass nothing on until ``resume``: requests stay in flight."""
+        self._flowing.clear()
+
+    def resume(self) -> None:
+        self._flowing.set()
