@@ -53,7 +53,7 @@ class InboxCdr:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "SessionID": self.session_id,
+            "session_id": self.session_id,
             "direction": "in",
             "peer_id": self.peer_id,
             "received_at": self.received_at,

@@ -66,6 +66,10 @@ class CdrNode:
     async def submit(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         return await self.post("/commands/cpo.cdr.submit", body)
 
+    async def get(self, path: str) -> tuple[int, Any]:
+        async with self.http.get(f"{self.node.internal_url}{path}") as response:
+            return response.status, await (response.json() if path != "/metrics" else response.text())
+
     async def post(self, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         async with self.http.post(f"{self.node.internal_url}{path}", json=body) as response:
             return response.status, await response.json()
@@ -210,6 +214,14 @@ async def test_a_failing_peer_gets_max_attempts_then_the_cdr_is_parked_until_rep
     assert event["data"]["attempts"] == MAX_ATTEMPTS and "503" in event["data"]["error"]
     page = await cdr_node.outbox.parked(0, 1000)
     assert sid in [c.session_id for c in page]
+    # what an operations team sees: the internal API and the gauge
+    status, listed = await cdr_node.get("/cdrs/parked?size=2000")
+    assert status == 200 and listed["total"] >= 1
+    [shown] = [c for c in listed["cdrs"] if c["session_id"] == sid]
+    assert shown["state"] == "parked" and shown["attempts"] == MAX_ATTEMPTS and "503" in shown["parked_reason"]
+    status, metrics = await cdr_node.get("/metrics")
+    parked_gauge = next(line for line in metrics.splitlines() if line.startswith("oicp_cdrs_parked "))
+    assert float(parked_gauge.split()[-1]) >= 1
 
     emp.default = "ok"
     status, reply = await cdr_node.post("/commands/cpo.cdr.replay", {"session_ids": [sid]})

@@ -78,7 +78,7 @@ async def test_a_cdr_of_an_unknown_session_is_kept_and_flagged(pair: Pair, web_c
         await wait_until(lambda: about(events, sid, "cdr.session.unknown"), what="cdr.session.unknown")
     assert about(events, sid, "cdr.received")[0]["data"]["session_known"] is False
     status, flagged = await internal(web_client, pair, "/cdrs/unknown-sessions?direction=in&size=2000")
-    assert status == 200 and sid in {c["SessionID"] for c in flagged["cdrs"]}
+    assert status == 200 and sid in {c["session_id"] for c in flagged["cdrs"]}
     assert flagged["total"] >= 1
 
 
@@ -94,7 +94,7 @@ async def test_a_cdr_closes_its_session(pair: Pair, web_client: aiohttp.ClientSe
     status, view = await internal(web_client, pair, f"/cdrs/{sid}")
     assert view["in"]["session_known"] is True
     status, by_peer = await internal(web_client, pair, f"/cdrs?direction=in&peer={CPO_ID}&size=2000")
-    assert status == 200 and sid in {c["SessionID"] for c in by_peer["cdrs"]}
+    assert status == 200 and sid in {c["session_id"] for c in by_peer["cdrs"]}
 
 
 async def test_a_cdr_must_be_of_the_calling_operator(pair: Pair, web_client: aiohttp.ClientSession) -> None:

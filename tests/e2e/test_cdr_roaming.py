@@ -156,7 +156,7 @@ async def test_a_cdr_submitted_while_the_emp_node_is_down_arrives_once_it_is_bac
         )
         assert [e["data"]["session_id"] for e in events.events].count(sid) <= 1
     listed = await internal_get(roaming.emp, "/cdrs?direction=in&size=2000")
-    assert [c["SessionID"] for c in listed["cdrs"]].count(sid) == 1
+    assert [c["session_id"] for c in listed["cdrs"]].count(sid) == 1
 
 
 async def test_get_charge_detail_records_and_the_scheduled_fetch(roaming: Roaming) -> None:
@@ -196,7 +196,7 @@ async def test_get_charge_detail_records_and_the_scheduled_fetch(roaming: Roamin
     state = await wait_until(fetched, timeout=30, what="a scheduled GetChargeDetailRecords")
     assert state["interval_seconds"] == FETCH_INTERVAL_SECONDS and state["last_error"] is None
     listed = await internal_get(roaming.emp, "/cdrs?direction=in&size=2000")
-    assert [c["SessionID"] for c in listed["cdrs"]].count(sid) == 1
+    assert [c["session_id"] for c in listed["cdrs"]].count(sid) == 1
 
 
 async def test_a_missed_cdr_is_fetched_on_demand(roaming: Roaming) -> None:
@@ -331,4 +331,4 @@ async def test_a_cdr_worker_killed_mid_delivery_loses_nothing_and_duplicates_not
         )
         assert [e["data"]["session_id"] for e in events.events].count(sid) == 1
     listed = await internal_get(roaming.emp, "/cdrs?direction=in&size=2000")
-    assert [c["SessionID"] for c in listed["cdrs"]].count(sid) == 1
+    assert [c["session_id"] for c in listed["cdrs"]].count(sid) == 1
