@@ -64,9 +64,10 @@ from shared.oicp import (
     StatusCodeValue,
     new_session_id,
 )
-from shared.oicp.ids import evco_belongs_to, normalize_id, provider_id_of_evco
+from shared.oicp.ids import evco_belongs_to, normalize_id
 from shared.oicp.operations import OPERATIONS_BY_NAME
 from shared.peers.client import PeerCallError
+from shared.peers.routing import route_evco
 from shared.settings import PeerConfig, Role
 from shared.stores.push import MAX_KEYS_IN_INFO
 from shared.stores.sessions import Session, SessionState
@@ -116,13 +117,8 @@ async def _call_start(
 
 async def _route_peer(deps: AuthorizationDeps, evco_id: str) -> PeerConfig | None:
     """The EMP peer of an EvcoID's ProviderID, else the default route (a hub), else None."""
-    try:
-        provider_key = provider_id_of_evco(evco_id)
-    except ValueError:
-        return None
-    peers = await deps.registry.enabled(Role.EMP)
-    direct = next((p for p in peers if p.key == provider_key), None)
-    return direct or next((p for p in peers if p.default_route), None)
+    route = await route_evco(deps.registry, evco_id)
+    return route.peer if route else None
 
 
 async def _broadcast(

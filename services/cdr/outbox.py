@@ -54,11 +54,12 @@ from shared.bus.envelope import Envelope
 from shared.bus.messages import CdrEvent, CdrReplay, CdrSubmit, CommandReply, EventType
 from shared.metrics import PEER_DELIVERY_DURATION, PEER_DELIVERY_REQUESTS
 from shared.oicp import Acknowledgement, OICPModel, StatusCodeValue
-from shared.oicp.ids import normalize_id, provider_id_of_evco
+from shared.oicp.ids import provider_id_of_evco
 from shared.oicp.operations import OPERATIONS_BY_NAME
 from shared.peers.backoff import backoff_delay
 from shared.peers.client import PeerCallError
 from shared.peers.lanes import LaneSet, LeasedLane
+from shared.peers.routing import DIRECT, pick
 from shared.settings import PeerConfig, Role
 from shared.stores.cdr_outbox import OPERATION, CdrEntry, OutboxCdr, SubmitOutcome
 from shared.stores.sessions import InvalidTransition, Session, SessionState, UnknownSession
@@ -121,8 +122,8 @@ async def _owner(deps: CdrDeps, cdr: CdrSubmit, session: Session | None) -> tupl
     peers = await deps.registry.enabled(Role.EMP)
 
     def peer_of(wanted: str | None) -> PeerConfig | None:
-        key = normalize_id(wanted) if wanted else None
-        return next((p for p in peers if p.key == key), None) if key else None
+        route = pick(peers, Role.EMP, wanted) if wanted else None
+        return route.peer if route and route.via == DIRECT else None
 
     evco_id = cdr.identification.evco_id
     provider: str | None = None
@@ -136,7 +137,7 @@ async def _owner(deps: CdrDeps, cdr: CdrSubmit, session: Session | None) -> tupl
                 return peer, session.provider_id or provider, "the session's EMP"
     if (peer := peer_of(provider)) is not None:
         return peer, provider, "the EvcoID's provider"
-    hub = next((p for p in peers if p.default_route), None)
+    hub = pick(peers, Role.EMP, "").peer
     if hub is not None:
         return hub, provider, "the default route"
     return None, provider, ""

@@ -35,6 +35,7 @@ from shared.oicp.ids import normalize_id, operator_id_of_evse
 from shared.oicp.messages import DEFAULT_PAGE_SIZE
 from shared.oicp.messages import MAX_CDR_PAGE_SIZE as MAX_PAGE_SIZE
 from shared.peers.registry import PeerConflict
+from shared.peers.routing import explain
 from shared.settings import PeerConfig, PushOperation, Role
 from shared.stores.evse_data import EvseDataQuery
 from shared.stores.pull_state import GET_CHARGE_DETAIL_RECORDS
@@ -311,6 +312,17 @@ def create_internal_app(ctx: GatewayContext) -> Starlette:
         ]
         return JSON(states)
 
+    # ---- routing ------------------------------------------------------------------------------
+
+    async def show_route(request: Request) -> Response:
+        """Where a call for this ID would go: its direct peer, the default route (the hub), or none;
+        one entry per reading of the ID (``DE*ABC`` is an OperatorID and a ProviderID alike)."""
+        any_id = request.path_params["id"]
+        readings = await explain(ctx.registry, any_id)
+        if not readings:
+            return problem(422, f"{any_id!r} is not an EvseID, EvcoID, OperatorID or ProviderID")
+        return JSON(readings)
+
     # ---- sessions -----------------------------------------------------------------------------
 
     async def show_session(request: Request) -> Response:
@@ -463,6 +475,7 @@ def create_internal_app(ctx: GatewayContext) -> Starlette:
         Route("/evses/{evse_id}/status", protected(evse_status), methods=["GET"]),
         Route("/delivery", protected(delivery_state), methods=["GET"]),
         Route("/pulls", protected(pull_states), methods=["GET"]),
+        Route("/routes/{id}", protected(show_route), methods=["GET"]),
         Route("/tokens", protected(list_tokens), methods=["GET"]),
         Route("/tokens/{key}", protected(show_token), methods=["GET"]),
         Route("/cdrs", protected(list_cdrs), methods=["GET"]),

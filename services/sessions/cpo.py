@@ -65,6 +65,7 @@ from shared.oicp.ids import new_session_id, normalize_id
 from shared.oicp.operations import OPERATIONS_BY_NAME
 from shared.oicp.status import Acknowledgement
 from shared.peers.client import PeerCallError
+from shared.peers.routing import DIRECT, pick
 from shared.settings import PeerConfig, Role
 from shared.stores.sessions import InvalidTransition, Session, SessionState
 
@@ -297,11 +298,9 @@ async def _emp_peer(deps: SessionsDeps, session: Session) -> PeerConfig | None:
     else the default-route (hub) EMP peer."""
     peers = await deps.registry.enabled(Role.EMP)
     for wanted in (session.peer_id, session.provider_id):
-        if wanted:
-            peer = next((p for p in peers if p.key == normalize_id(wanted)), None)
-            if peer is not None:
-                return peer
-    return next((p for p in peers if p.default_route), None)
+        if wanted and (route := pick(peers, Role.EMP, wanted)).via == DIRECT:
+            return route.peer
+    return pick(peers, Role.EMP, "").peer  # the default route, if any
 
 
 async def notify(deps: SessionsDeps, envelope: Envelope[SessionNotify], correlation_id: str | None) -> CommandReply:

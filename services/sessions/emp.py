@@ -43,10 +43,11 @@ from shared.oicp import (
     OICPModel,
     StatusCodeValue,
 )
-from shared.oicp.ids import new_session_id, normalize_id, operator_id_of_evse
+from shared.oicp.ids import new_session_id, normalize_id
 from shared.oicp.operations import OPERATIONS_BY_NAME
 from shared.oicp.status import Acknowledgement
 from shared.peers.client import PeerCallError
+from shared.peers.routing import route_evse
 from shared.settings import PeerConfig, Role
 from shared.stores.sessions import Session, SessionState
 
@@ -73,13 +74,8 @@ def _own_provider(deps: SessionsDeps, provider_id: str | None) -> str | CommandR
 
 async def cpo_peer_for(deps: SessionsDeps, evse_id: str) -> PeerConfig | None:
     """The CPO peer of the EvseID's operator, else the default-route (hub) peer, else None."""
-    try:
-        operator = operator_id_of_evse(evse_id).lstrip("+")
-    except ValueError:
-        return None
-    peers = await deps.registry.enabled(Role.CPO)
-    direct = next((p for p in peers if p.key.lstrip("+") == operator), None)
-    return direct or next((p for p in peers if p.default_route), None)
+    route = await route_evse(deps.registry, evse_id)
+    return route.peer if route else None
 
 
 async def _session_peer(deps: SessionsDeps, session: Session) -> PeerConfig | None:
