@@ -298,12 +298,14 @@ async def test_rate_limit_and_retry_after_are_honoured(fan: Fan) -> None:
     after = [t for t, op, _ in throttling.requests if op == "PushEvseStatus" and t > throttled]
     assert after and after[0] - throttled >= RETRY_AFTER_SECONDS - 0.05
     # the rate limit: the lane starts its requests at least 1/rate apart. What the sink measures is
-    # their arrival, which a loaded machine delays unevenly, so one gap may look shorter; on average
-    # they keep the rate, and none comes anywhere near back to back (without the limit: milliseconds).
+    # when each arrived and was read, which a loaded machine (or a larger body) delays unevenly: one
+    # late request makes the gap before it long and the one after it short. So the check is on spans
+    # of two gaps and on the mean; without the limit the requests come milliseconds apart.
     times = sorted(t for t, op, _ in limited.requests if op == "PushEvseStatus")
     gaps = [b - a for a, b in itertools.pairwise(times)]
     interval = 1 / RATE_LIMITED_RPS
-    assert len(gaps) >= 3 and min(gaps) >= interval / 2, gaps
+    assert len(gaps) >= 3, gaps
+    assert min(a + b for a, b in itertools.pairwise(gaps)) >= 1.5 * interval, gaps
     assert (times[-1] - times[0]) / len(gaps) >= interval * 0.9, gaps
 
 
