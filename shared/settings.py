@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import ssl
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -78,6 +79,81 @@ def token_digest(token: str) -> str:
 MAX_PULL_PAGE_SIZE = 2000
 
 
+#: Hubject's acceptable-use limits in calls per minute, under this node's operation names (the
+#: catalogue of shared.oicp.operations). The reservations are not on Hubject's list: they get the limits
+#: of the remote start and stop they resemble. The dispatching ``PullEvseStatus`` path is limited by the
+#: variant its body asks for, so ``PullEvseStatus`` here is the plain (full) pull.
+HUBJECT_RATE_LIMITS: dict[str, int] = {
+    "PullEvseStatusById": 300,
+    "PullEvseStatusByOperatorId": 75,
+    "PullEvseStatus": 6,
+    "PullEvseData": 100,
+    "PushEvseStatus": 2000,
+    "PushEvseData": 375,
+    "AuthorizeStart": 200,
+    "AuthorizeStop": 50,
+    "AuthorizeRemoteStart": 100,
+    "AuthorizeRemoteStop": 200,
+    "AuthorizeRemoteReservationStart": 100,
+    "AuthorizeRemoteReservationStop": 200,
+    "PushAuthenticationData": 50,
+    "ChargeDetailRecord": 350,
+    "GetChargeDetailRecords": 200,
+    "ChargingNotification": 100,
+    "PullEVSEPricing": 280,
+    "PullPricingProductData": 300,
+    "PushEVSEPricing": 6,
+    "PushPricingProductData": 6,
+}
+#: Hubject's spellings of the same operations, accepted in configuration files.
+RATE_LIMIT_ALIASES: dict[str, str] = {
+    "PullEVSEStatusByID": "PullEvseStatusById",
+    "PullEVSEStatusByOperatorID": "PullEvseStatusByOperatorId",
+    "PullEVSEStatus": "PullEvseStatus",
+    "PullEVSEData": "PullEvseData",
+    "PushEVSEStatus": "PushEvseStatus",
+    "PushEVSEData": "PushEvseData",
+    "AuthorizationStart": "AuthorizeStart",
+    "AuthorizationStop": "AuthorizeStop",
+    "ChargingNotifications": "ChargingNotification",
+}
+#: The limiter keeps one Redis entry per call of the last minute: this bounds its memory per key.
+MAX_CALLS_PER_MINUTE = 60_000
+
+CallsPerMinute = Annotated[int, Field(ge=1, le=MAX_CALLS_PER_MINUTE)]
+
+
+def canonical_rate_limits(limits: dict[str, int | None]) -> dict[str, int | None]:
+    """Operation names as the catalogue spells them; an unknown name is refused (a typo must not leave
+    an operation silently unlimited). ``None`` means no limit for that operation."""
+    canonical: dict[str, int | None] = {}
+    for name, calls in limits.items():
+        operation = RATE_LIMIT_ALIASES.get(name, name)
+        if operation not in HUBJECT_RATE_LIMITS:
+            raise ValueError(f"{name!r} is not a rate-limited OICP operation (known: {', '.join(HUBJECT_RATE_LIMITS)})")
+        canonical[operation] = calls
+    return canonical
+
+
+class RateLimits(Strict):
+    """Calls per minute per peer and operation, inbound (HTTP 429 beyond it) and outbound (never more).
+
+    A peer's ``rate_limits`` override these per operation; which direction an entry governs follows from
+    the operation: what the peer calls on this node is limited inbound, what this node calls on the
+    peer outbound."""
+
+    enabled: bool = Field(default=True, description="false: no rate limits at all, inbound or outbound")
+    per_minute: dict[str, CallsPerMinute | None] = Field(
+        default_factory=lambda: dict(HUBJECT_RATE_LIMITS),
+        description="node-wide calls per minute by operation, merged over Hubject's limits (null: unlimited)",
+    )
+
+    @field_validator("per_minute")
+    @classmethod
+    def _known_operations(cls, value: dict[str, int | None]) -> dict[str, int | None]:
+        return {**HUBJECT_RATE_LIMITS, **canonical_rate_limits(value)}
+
+
 class PullSchedule(Strict):
     """Scheduled pulls from a CPO peer that does not push (we are its EMP): PullEvseData (LastCall deltas,
     paged) and PullEvseStatus (DIGEST §9.2, §9.3, §9.5)."""
@@ -97,6 +173,68 @@ class PullSchedule(Strict):
     provider_id: ProviderIdStr | None = Field(
         default=None, description="the ProviderID the peer knows this node by (default: the first provider_ids)"
     )
+
+
+def readable_file(value: Path | None) -> Path | None:
+    """A certificate, key or CA file must exist and be readable when the node starts (relative paths
+    are taken from the working directory, the repository root under ``make``)."""
+    if value is None:
+        return None
+    if not value.is_file():
+        raise ValueError(f"file {value} does not exist")
+    if not os.access(value, os.R_OK):
+        raise ValueError(f"file {value} is not readable")
+    return value
+
+
+def check_cert_chain(cert_file: Path, key_file: Path) -> None:
+    """The certificate and its key load together (a mismatched key is caught at start, not at the
+    first handshake)."""
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_cert_chain(cert_file, key_file)
+    except (ssl.SSLError, OSError) as exc:
+        raise ValueError(f"{cert_file} and {key_file} do not load as certificate and key: {exc}") from exc
+
+
+def check_ca_bundle(ca_file: Path) -> None:
+    try:
+        ssl.create_default_context(cafile=str(ca_file))
+    except (ssl.SSLError, OSError) as exc:
+        raise ValueError(f"{ca_file} is not a PEM CA bundle: {exc}") from exc
+
+
+class PeerTlsSettings(Strict):
+    """How this node calls the peer over HTTPS: the client certificate it presents (mutual TLS) and the
+    CA the peer's server certificate must chain to. Files are re-read when they change."""
+
+    client_cert_file: Path | None = Field(default=None, description="PEM client certificate (chain) presented")
+    client_key_file: Path | None = Field(default=None, description="PEM private key of client_cert_file")
+    ca_file: Path | None = Field(
+        default=None, description="PEM CA bundle the peer's server certificate must chain to (default: system CAs)"
+    )
+
+    @field_validator("client_cert_file", "client_key_file", "ca_file")
+    @classmethod
+    def _readable(cls, value: Path | None) -> Path | None:
+        return readable_file(value)
+
+    @model_validator(mode="after")
+    def _check_pair(self) -> PeerTlsSettings:
+        if (self.client_cert_file is None) != (self.client_key_file is None):
+            raise ValueError("client_cert_file and client_key_file go together")
+        if self.client_cert_file is not None and self.client_key_file is not None:
+            check_cert_chain(self.client_cert_file, self.client_key_file)
+        if self.ca_file is not None:
+            check_ca_bundle(self.ca_file)
+        return self
+
+
+class PeerAuth(StrEnum):
+    """How a peer proves who it is when it calls this node (ARCHITECTURE §7)."""
+
+    CERTIFICATE = "certificate"  # only its TLS client certificate
+    TOKEN = "token"  # only its bearer token
+    EITHER = "either"  # whichever it has configured (both must name this peer if both are presented)
 
 
 class PeerConfig(Strict):
@@ -124,6 +262,17 @@ class PeerConfig(Strict):
     max_requests_per_second: float | None = Field(
         default=None, gt=0, description="rate limit of this node's calls to the peer (per operation lane)"
     )
+    rate_limits: dict[str, CallsPerMinute | None] = Field(
+        default_factory=dict,
+        description="calls per minute by operation, overriding the node's rate_limits.per_minute for this peer: "
+        "the peer's calls to this node (inbound) and this node's calls to the peer (outbound)",
+    )
+
+    @field_validator("rate_limits")
+    @classmethod
+    def _known_operations(cls, value: dict[str, int | None]) -> dict[str, int | None]:
+        return canonical_rate_limits(value)
+
     pull: PullSchedule | None = Field(
         default=None, description="scheduled PullEvseData/PullEvseStatus from the peer (CPO peers only)"
     )
@@ -138,6 +287,20 @@ class PeerConfig(Strict):
         default=True,
         description="EMP peers: has an authorization contract with this CPO node (RFID AuthorizeStart is "
         "broadcast to every such peer)",
+    )
+    certificate_identity: str | None = Field(
+        default=None,
+        min_length=1,
+        description="the value of oicp.tls.identity_field (subject CN, DNS or URI SAN) in the peer's TLS "
+        "client certificate; a request with such a certificate is this peer's",
+    )
+    auth: PeerAuth = Field(
+        default=PeerAuth.EITHER,
+        description="how the peer is identified when it calls: certificate, token, or either",
+    )
+    tls: PeerTlsSettings | None = Field(
+        default=None,
+        description="outbound HTTPS: client certificate presented to the peer and the CA it is checked against",
     )
 
     @field_validator("id")
@@ -164,6 +327,12 @@ class PeerConfig(Strict):
             )
         if self.pull is not None and self.role is not Role.CPO:
             raise ValueError("pull can only be configured for CPO peers (this node pulls their EVSE data)")
+        if self.auth is PeerAuth.CERTIFICATE and self.certificate_identity is None:
+            raise ValueError("auth: certificate needs certificate_identity")
+        if self.auth is PeerAuth.TOKEN and self.token_sha256 is None:
+            raise ValueError("auth: token needs inbound_token or inbound_token_sha256")
+        if self.tls is not None and self.base_url.scheme != "https":
+            raise ValueError(f"tls is configured but base_url {self.base_url} is not https")
         return self
 
     @property
@@ -193,6 +362,58 @@ class PeerConfig(Strict):
         return data
 
 
+class ClientCertificates(StrEnum):
+    REQUIRED = "required"  # a client without a certificate of client_ca_file fails the TLS handshake
+    OPTIONAL = "optional"  # a certificate is verified if presented; peers may use bearer tokens instead
+    NONE = "none"  # server TLS only; peers are identified by bearer tokens
+
+
+class IdentityField(StrEnum):
+    """Which part of a client certificate names the peer (PeerConfig.certificate_identity)."""
+
+    SUBJECT_CN = "subject_cn"
+    SAN_DNS = "san_dns"
+    SAN_URI = "san_uri"
+
+
+class OicpTlsSettings(Strict):
+    """HTTPS on the OICP port, with client certificates (mutual TLS, DIGEST §10). The files are
+    re-read when they change: new connections see a replaced certificate or CA bundle, no restart."""
+
+    cert_file: Path = Field(description="PEM server certificate (chain)")
+    key_file: Path = Field(description="PEM private key of cert_file")
+    client_ca_file: Path | None = Field(
+        default=None, description="PEM CA bundle client certificates must chain to (not with client_certificates: none)"
+    )
+    client_certificates: ClientCertificates = Field(
+        default=ClientCertificates.REQUIRED, description="required | optional | none"
+    )
+    identity_field: IdentityField = Field(
+        default=IdentityField.SUBJECT_CN,
+        description="subject_cn | san_dns | san_uri: where a client certificate carries the peer's identity",
+    )
+    reload_interval_seconds: float = Field(
+        default=10.0, gt=0, le=3600, description="look for changed certificate/CA files at most this often"
+    )
+
+    @field_validator("cert_file", "key_file", "client_ca_file")
+    @classmethod
+    def _readable(cls, value: Path | None) -> Path | None:
+        return readable_file(value)
+
+    @model_validator(mode="after")
+    def _check_files(self) -> OicpTlsSettings:
+        check_cert_chain(self.cert_file, self.key_file)
+        if self.client_certificates is ClientCertificates.NONE:
+            if self.client_ca_file is not None:
+                raise ValueError("client_ca_file is given but client_certificates is none")
+        elif self.client_ca_file is None:
+            raise ValueError(f"client_certificates: {self.client_certificates.value} needs client_ca_file")
+        else:
+            check_ca_bundle(self.client_ca_file)
+        return self
+
+
 class HttpListen(Strict):
     host: str = "127.0.0.1"
     port: int = Field(ge=1, le=65535)
@@ -204,10 +425,16 @@ class OicpApiSettings(HttpListen):
     request_timeout_seconds: float = Field(
         default=10.0, gt=0, le=60, description="wait for a worker's reply to a push that needs a synchronous answer"
     )
+    tls: OicpTlsSettings | None = Field(default=None, description="HTTPS and client certificates (absent: plain HTTP)")
 
 
 class InternalApiSettings(HttpListen):
     token: SecretStr = Field(description="bearer token of the internal API")
+    monitoring_token: SecretStr | None = Field(
+        default=None,
+        description="a second bearer token good only for /readyz and /metrics (give it to Prometheus and "
+        "to the orchestrator's probes, not the one that can send commands)",
+    )
 
 
 class RabbitSettings(Strict):
@@ -308,6 +535,7 @@ class NodeSettings(BaseSettings):
     authorization: AuthorizationSettings = Field(default_factory=AuthorizationSettings)
     sessions: SessionSettings = Field(default_factory=SessionSettings)
     cdr: CdrSettings = Field(default_factory=CdrSettings)
+    rate_limits: RateLimits = Field(default_factory=RateLimits)
     peers: list[PeerConfig] = Field(default_factory=list)
     log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
 
@@ -339,7 +567,28 @@ class NodeSettings(BaseSettings):
                     raise ValueError(f"peers.{index}.pull: pulling needs provider_ids (the EMP role)")
                 if peer.pull.provider_id is not None and (Role.EMP, normalize_id(peer.pull.provider_id)) not in own:
                     raise ValueError(f"peers.{index}.pull.provider_id: {peer.pull.provider_id} is not in provider_ids")
+        self._check_certificate_identities()
         return self
+
+    def _check_certificate_identities(self) -> None:
+        """A client certificate must map to exactly one peer, and only a node that asks for client
+        certificates can identify a peer by one."""
+        tls = self.oicp.tls
+        takes_certificates = tls is not None and tls.client_certificates is not ClientCertificates.NONE
+        owners: dict[str, int] = {}
+        for index, peer in enumerate(self.peers):
+            if peer.certificate_identity is None or peer.auth is PeerAuth.TOKEN:
+                continue
+            if not takes_certificates:
+                raise ValueError(
+                    f"peers.{index}.certificate_identity: oicp.tls.client_certificates must be required or "
+                    "optional to identify peers by certificate"
+                )
+            if (other := owners.get(peer.certificate_identity)) is not None:
+                raise ValueError(
+                    f"peers.{index}.certificate_identity: {peer.certificate_identity!r} is peers.{other}'s already"
+                )
+            owners[peer.certificate_identity] = index
 
     @property
     def roles(self) -> frozenset[Role]:

@@ -2,7 +2,8 @@
 
 It publishes exactly the commands of the bus (``POST /commands/{type}``), manages peers (the P2P
 counterpart of Hubject's RegisterProvider / RegisterOperator), shows look-ups and delivery state,
-and serves ``/healthz``, ``/readyz`` and ``/metrics`` (those three without a token, for probes).
+and serves ``/healthz`` (the only path without a token, for liveness probes), ``/readyz`` and
+``/metrics`` (with the internal token or the read-only ``internal.monitoring_token``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.gateway.context import GatewayContext
 from shared.bus.client import BusUnavailable
@@ -101,13 +103,61 @@ async def json_body(request: Request) -> object:
         raise ValueError(f"body is not valid JSON: {exc}") from exc
 
 
-def create_internal_app(ctx: GatewayContext) -> Starlette:
+# Every answer of the internal API: nothing is cached, sniffed, framed or loaded from elsewhere, and
+# no browser may call it from another origin (no CORS headers are ever sent, so none may).
+SECURITY_HEADERS = [
+    (b"cache-control", b"no-store"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'"),
+    (b"referrer-policy", b"no-referrer"),
+]
+
+
+class SecurityHeaders:
+    """Pure ASGI (ENGINEERING: BaseHTTPMiddleware layers cost most of the throughput)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *SECURITY_HEADERS]
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
+def create_internal_app(ctx: GatewayContext) -> ASGIApp:
     expected = ctx.settings.internal.token.get_secret_value().encode()
+    monitoring = ctx.settings.internal.monitoring_token
+    monitoring_tokens = [expected] + ([monitoring.get_secret_value().encode()] if monitoring else [])
+
+    def bearer_is(request: Request, tokens: list[bytes]) -> bool:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        given = token.strip().encode()
+        # every comparison runs, so the time taken says nothing about which token was close
+        matches = [hmac.compare_digest(given, t) for t in tokens]
+        return scheme.lower() == "bearer" and any(matches)
+
+    def monitored(endpoint: Endpoint) -> Endpoint:
+        """/readyz and /metrics: the internal token or the monitoring token."""
+
+        async def wrapper(request: Request) -> Response:
+            if not bearer_is(request, monitoring_tokens):
+                return problem(401, "missing or wrong bearer token")
+            return await endpoint(request)
+
+        return wrapper
 
     def protected(endpoint: Endpoint) -> Endpoint:
         async def wrapper(request: Request) -> Response:
-            scheme, _, token = request.headers.get("authorization", "").partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected):
+            if not bearer_is(request, [expected]):
                 return problem(401, "missing or wrong bearer token")
             try:
                 return await endpoint(request)
@@ -463,8 +513,8 @@ def create_internal_app(ctx: GatewayContext) -> Starlette:
 
     routes = [
         Route("/healthz", healthz),
-        Route("/readyz", readyz),
-        Route("/metrics", metrics),
+        Route("/readyz", monitored(readyz)),
+        Route("/metrics", monitored(metrics)),
         Route("/peers", protected(list_peers), methods=["GET"]),
         Route("/peers", protected(add_peer), methods=["POST"]),
         Route("/peers/{role}/{peer_id}", protected(show_peer), methods=["GET"]),
@@ -487,4 +537,4 @@ def create_internal_app(ctx: GatewayContext) -> Starlette:
         Route("/sessions/without-cdr", protected(sessions_without_cdr), methods=["GET"]),
         Route("/sessions/{session_id}", protected(show_session), methods=["GET"]),
     ]
-    return Starlette(routes=routes)
+    return SecurityHeaders(Starlette(routes=routes))

@@ -52,7 +52,7 @@ async def test_no_false_success_while_the_broker_is_down(tmp_path: object) -> No
             await proxy.cut()
             for i in range(3):
                 assert await push(f"DE*GEF*E20{i}") == "021", "a push must not be acknowledged without the broker"
-            async with http.get(f"{emp.internal_url}/readyz") as r:
+            async with http.get(f"{emp.internal_url}/readyz", headers=emp.monitoring_headers) as r:
                 assert r.status == 503 and (await r.json())["checks"]["rabbitmq"] is False
 
             await proxy.restore()

@@ -142,11 +142,31 @@ async def test_internal_api_requires_its_token(pair: Pair, http: aiohttp.ClientS
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         async with http.get(f"{pair.cpo.internal_url}/peers", headers=headers) as response:
             assert response.status == 401
-    for path in ("/healthz", "/readyz", "/metrics"):
-        async with http.get(pair.cpo.internal_url + path) as response:
-            assert response.status == 200, path
-    async with http.get(pair.cpo.internal_url + "/metrics") as response:
+    async with http.get(pair.cpo.internal_url + "/healthz") as response:
+        assert response.status == 200, "the liveness probe needs no token"
+    commands = {"Authorization": f"Bearer {pair.cpo.internal_token}"}
+    for path in ("/readyz", "/metrics"):
+        for headers in ({}, {"Authorization": "Bearer wrong"}):
+            async with http.get(pair.cpo.internal_url + path, headers=headers) as response:
+                assert response.status == 401, path
+        for headers in (commands, pair.cpo.monitoring_headers):
+            async with http.get(pair.cpo.internal_url + path, headers=headers) as response:
+                assert response.status == 200, path
+    async with http.get(pair.cpo.internal_url + "/metrics", headers=pair.cpo.monitoring_headers) as response:
         assert "oicp_requests_total" in await response.text()
+    # the monitoring token reads, it cannot act
+    async with http.get(f"{pair.cpo.internal_url}/peers", headers=pair.cpo.monitoring_headers) as response:
+        assert response.status == 401
+
+
+async def test_internal_api_answers_carry_security_headers(pair: Pair, http: aiohttp.ClientSession) -> None:
+    for path, headers in (("/healthz", {}), ("/peers", {"Authorization": f"Bearer {pair.cpo.internal_token}"})):
+        async with http.get(pair.cpo.internal_url + path, headers={**headers, "Origin": "https://evil.example"}) as r:
+            assert r.headers["X-Content-Type-Options"] == "nosniff" and r.headers["Cache-Control"] == "no-store"
+            assert (
+                r.headers["X-Frame-Options"] == "DENY" and "default-src 'none'" in r.headers["Content-Security-Policy"]
+            )
+            assert "Access-Control-Allow-Origin" not in r.headers, "CORS stays off"
 
 
 async def test_internal_command_is_validated(pair: Pair, http: aiohttp.ClientSession) -> None:

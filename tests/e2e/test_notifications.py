@@ -41,7 +41,7 @@ RECEIVED = re.compile(r'^oicp_requests_total\{[^}]*operation="ChargingNotificati
 
 async def notifications_received(http: aiohttp.ClientSession, node: NodeSpec) -> float:
     """How many ChargingNotifications the node's OICP face has answered (its gateway's metric)."""
-    async with http.get(f"{node.internal_url}/metrics") as response:
+    async with http.get(f"{node.internal_url}/metrics", headers=node.monitoring_headers) as response:
         text = await response.text()
     return sum(float(n) for n in RECEIVED.findall(text))
 

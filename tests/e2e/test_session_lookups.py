@@ -58,7 +58,7 @@ async def test_a_session_its_history_and_the_indexes(pair: Pair, web_client: aio
         assert status == 200 and counts["counts"]["ended"] >= 1
 
         # the gauges are read from the ledger when /metrics is scraped
-        status, metrics = await get(web_client, node, "/metrics", token=None)
+        status, metrics = await get(web_client, node, "/metrics", token=node.monitoring_token)
         assert status == 200
         ended = next(line for line in metrics.splitlines() if line.startswith('oicp_sessions{state="ended"}'))
         assert float(ended.split()[-1]) >= 1

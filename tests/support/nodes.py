@@ -60,6 +60,15 @@ class NodeSpec:
         return f"{self.name}-internal-token"
 
     @property
+    def monitoring_token(self) -> str:
+        return f"{self.name}-monitoring-token"
+
+    @property
+    def monitoring_headers(self) -> dict[str, str]:
+        """What Prometheus and the probes send: the read-only token of /readyz and /metrics."""
+        return {"Authorization": f"Bearer {self.monitoring_token}"}
+
+    @property
     def oicp_url(self) -> str:
         return f"http://127.0.0.1:{self.oicp_port}"
 
@@ -77,11 +86,19 @@ class NodeSpec:
             "operator_ids": self.operator_ids,
             "provider_ids": self.provider_ids,
             "oicp": {"host": "127.0.0.1", "port": self.oicp_port},
-            "internal": {"host": "127.0.0.1", "port": self.internal_port, "token": self.internal_token},
+            "internal": {
+                "host": "127.0.0.1",
+                "port": self.internal_port,
+                "token": self.internal_token,
+                "monitoring_token": self.monitoring_token,
+            },
             "rabbitmq": {"url": self.amqp_url, "prefix": self.prefix},
             "redis": {"url": REDIS_URL, "key_prefix": f"{RUN_ID}:{self.name}:"},
             "delivery": {"poll_interval_seconds": 0.5, "backoff_initial_seconds": 0.2, "backoff_max_seconds": 2},
             "peers": self.peers,
+            # Tests call far more often than Hubject's limits allow (6 PullEvseStatus a minute...): only
+            # the rate-limit tests turn them on (tests/e2e/test_rate_limits.py, through ``extra``).
+            "rate_limits": {"enabled": False},
             **self.extra,
         }
 
@@ -115,7 +132,7 @@ class NodeProcesses:
                     if self.process.poll() is not None:
                         raise RuntimeError(f"nodes exited with {self.process.returncode}:\n{self.log_tail()}")
                     with contextlib.suppress(aiohttp.ClientError):
-                        async with http.get(f"{spec.internal_url}/readyz") as response:
+                        async with http.get(f"{spec.internal_url}/readyz", headers=spec.monitoring_headers) as response:
                             if response.status == 200:
                                 break
                     if time.monotonic() > deadline:
