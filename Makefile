@@ -7,10 +7,12 @@ PY := $(VENV)/bin/python
 UV := .uv/bin/uv
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: run test lint format docs check-docs services clean help bench
+.PHONY: run run-tls certs test lint format docs check-docs services clean help bench
 
 help:
 	@echo "make run    - demo network: CPO node DE*GEF (:7001) and EMP node DE-GDF (:8001)"
+	@echo "make run-tls - the same with mutual TLS on both OICP ports (certificates from make certs)"
+	@echo "make certs  - demo CA, server and client certificates in deploy/certs/"
 	@echo "make test   - the whole test suite against the local RabbitMQ and Redis"
 	@echo "make lint   - ruff"
 	@echo "make docs   - regenerate docs/asyncapi.yaml from the code"
@@ -32,6 +34,19 @@ services:
 
 run: venv services
 	$(PY) -m shared.node deploy/config/demo-cpo.yaml deploy/config/demo-emp.yaml --demo-backend deploy/config/demo-cpo.yaml
+
+# Demo PKI (deploy/certs/ is generated, never committed); `make certs` again renews it, and running
+# nodes reload the new files without a restart.
+CERTS := deploy/certs
+
+$(CERTS)/ca.pem: deploy/scripts/make-certs.sh
+	deploy/scripts/make-certs.sh $(CERTS)
+
+certs:
+	deploy/scripts/make-certs.sh $(CERTS)
+
+run-tls: venv services $(CERTS)/ca.pem
+	$(PY) -m shared.node deploy/config/tls/demo-cpo.yaml deploy/config/tls/demo-emp.yaml --demo-backend deploy/config/tls/demo-cpo.yaml
 
 test: venv services
 	$(PY) -m pytest

@@ -63,6 +63,12 @@ CDRS_WITHOUT_SESSION = Gauge(
     "CDRs whose session the ledger did not know: in = received (EMP), out = submitted (CPO)",
     ["direction"],
 )
+RATE_LIMITED = Counter(
+    "oicp_rate_limited_total",
+    "Calls held back by the per-peer, per-operation rate limits: inbound refused with HTTP 429; outbound "
+    "waited for a free slot, or refused when the wait would not fit the call's timeout",
+    ["direction", "peer", "operation", "outcome"],
+)
 
 
 async def metrics_endpoint(request: Request) -> Response:

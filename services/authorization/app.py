@@ -25,6 +25,7 @@ from shared.bus.rpc import RpcClient
 from shared.bus.topology import Topology, declare_topology
 from shared.peers.client import PeerClient
 from shared.peers.registry import PeerRegistry
+from shared.ratelimit import RateLimiter
 from shared.settings import NodeSettings
 from shared.stores.auth_data import AuthDataStore
 from shared.stores.delivery import DeliveryStore
@@ -73,7 +74,7 @@ class AuthorizationDeps:
         tokens = TokenStore(redis, keys)
         delivery_store = DeliveryStore(redis, keys)
         # Opens its connection only when used (inside the loop), like the RPC client below.
-        client = PeerClient.create()
+        client = PeerClient.create(limiter=RateLimiter.for_redis(redis, keys, settings.rate_limits))
         return cls(
             settings=settings,
             broker=broker,

@@ -24,6 +24,7 @@ from shared.bus.middleware import reject_poison
 from shared.bus.topology import Topology, declare_topology
 from shared.peers.client import PeerClient
 from shared.peers.registry import PeerRegistry
+from shared.ratelimit import RateLimiter
 from shared.settings import NodeSettings
 from shared.stores.cdr_inbox import CdrInbox
 from shared.stores.cdr_outbox import CdrOutbox
@@ -78,7 +79,7 @@ class CdrDeps:
             outbox=CdrOutbox(redis, keys),
             inbox=CdrInbox(redis, keys),
             delivery_store=DeliveryStore(redis, keys),
-            client=PeerClient.create(),
+            client=PeerClient.create(limiter=RateLimiter.for_redis(redis, keys, settings.rate_limits)),
         )
 
 

@@ -23,6 +23,7 @@ from shared.bus.middleware import reject_poison
 from shared.bus.topology import Topology, declare_topology
 from shared.peers.client import PeerClient
 from shared.peers.registry import PeerRegistry
+from shared.ratelimit import RateLimiter
 from shared.settings import NodeSettings
 from shared.stores.delivery import DeliveryStore
 from shared.stores.evse_data import EvseDataStore
@@ -82,7 +83,7 @@ class EvsePushDeps:
         own_evse_pricing = EvsePricingStore(redis, keys, "own")
         delivery_store = DeliveryStore(redis, keys)
         # The session is created here but opens connections only when used (inside the loop).
-        client = PeerClient.create()
+        client = PeerClient.create(limiter=RateLimiter.for_redis(redis, keys, settings.rate_limits))
         delivery = DeliveryManager(
             settings,
             delivery_store,

@@ -7,12 +7,14 @@ import contextlib
 import signal
 import sys
 from collections.abc import Generator
+from typing import Any
 
 import uvicorn
 
 from services.gateway.context import SERVICE, GatewayContext
 from services.gateway.internal_api import create_internal_app
 from services.gateway.oicp_face import create_oicp_app
+from services.gateway.tls import ClientCertHttpProtocol, ServerTls
 from shared.logs import setup_logging
 from shared.settings import ConfigError, load_settings
 
@@ -31,22 +33,28 @@ async def serve() -> None:
     ctx = GatewayContext.build(settings)
     await ctx.start()
 
-    def server(app: object, host: str, port: int) -> uvicorn.Server:
+    def server(app: object, host: str, port: int, **options: Any) -> uvicorn.Server:
         config = uvicorn.Config(
             app,
             host=host,
             port=port,
             loop="uvloop",
-            http="httptools",
             lifespan="off",
             log_config=None,
             access_log=False,
             timeout_graceful_shutdown=5,
+            **{"http": "httptools", **options},
         )
         return _Server(config)
 
+    # The OICP port with TLS: our own (reloading) context, and a protocol that hands the client
+    # certificate to the app. The internal port stays plain HTTP on its own interface.
+    oicp_tls: dict[str, Any] = {}
+    if settings.oicp.tls is not None:
+        server_tls = ServerTls(settings.oicp.tls)
+        oicp_tls = {"http": ClientCertHttpProtocol, "ssl_context_factory": server_tls.uvicorn_factory}
     servers = [
-        server(create_oicp_app(ctx), settings.oicp.host, settings.oicp.port),
+        server(create_oicp_app(ctx), settings.oicp.host, settings.oicp.port, **oicp_tls),
         server(create_internal_app(ctx), settings.internal.host, settings.internal.port),
     ]
 

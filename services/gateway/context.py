@@ -14,6 +14,7 @@ from shared.bus.messages import CommandType
 from shared.bus.rpc import RpcClient
 from shared.bus.topology import Topology, declare_topology
 from shared.peers.registry import PeerRegistry
+from shared.ratelimit import RateLimiter
 from shared.settings import NodeSettings
 from shared.stores.cdr_inbox import CdrInbox
 from shared.stores.cdr_outbox import CdrOutbox
@@ -87,6 +88,7 @@ class GatewayContext:
     tokens: TokenStore
     cdr_outbox: CdrOutbox
     cdr_inbox: CdrInbox
+    rate_limiter: RateLimiter  # inbound limits of the calling peers (services/gateway/ratelimit.py)
     _started: bool = field(default=False, init=False)
 
     @classmethod
@@ -121,6 +123,7 @@ class GatewayContext:
             tokens=TokenStore(redis, keys),
             cdr_outbox=CdrOutbox(redis, keys),
             cdr_inbox=CdrInbox(redis, keys),
+            rate_limiter=RateLimiter.for_redis(redis, keys, settings.rate_limits),
             rpc=RpcClient(settings.rabbitmq.url, topology, settings.name, f"{settings.name}/{SERVICE}-rpc"),
         )
 

@@ -210,12 +210,23 @@ def create_internal_app(ctx: GatewayContext) -> ASGIApp:
         return JSON(view)
 
     async def remove_peer(request: Request) -> Response:
-
         try:
             removed = await ctx.registry.remove(_role(request), normalize_id(request.path_params["peer_id"]))
         except PeerConflict as exc:
             return problem(409, str(exc))
         return Response(status_code=204) if removed else problem(404, "no such peer")
+
+    async def switch_peer(request: Request) -> Response:
+        """``{"enabled": false}`` stops all traffic with a peer (file or API peer) without deleting it."""
+        body = await json_body(request)
+        if not isinstance(body, dict) or set(body) != {"enabled"} or not isinstance(body["enabled"], bool):
+            return problem(422, 'body must be {"enabled": true} or {"enabled": false}')
+        peer = await ctx.registry.set_enabled(
+            _role(request), normalize_id(request.path_params["peer_id"]), body["enabled"]
+        )
+        if peer is None:
+            return problem(404, "no such peer")
+        return JSON(peer.public_view())
 
     # ---- commands -----------------------------------------------------------------------------
 
@@ -519,6 +530,7 @@ def create_internal_app(ctx: GatewayContext) -> ASGIApp:
         Route("/peers", protected(add_peer), methods=["POST"]),
         Route("/peers/{role}/{peer_id}", protected(show_peer), methods=["GET"]),
         Route("/peers/{role}/{peer_id}", protected(remove_peer), methods=["DELETE"]),
+        Route("/peers/{role}/{peer_id}", protected(switch_peer), methods=["PATCH"]),
         Route("/commands/{command}", protected(send_command), methods=["POST"]),
         Route("/evses", protected(list_evses), methods=["GET"]),
         Route("/evses/{evse_id}", protected(show_evse), methods=["GET"]),

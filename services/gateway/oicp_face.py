@@ -21,6 +21,8 @@ from starlette.routing import Route
 
 from services.gateway.context import GatewayContext
 from services.gateway.handlers import HANDLERS
+from services.gateway.ratelimit import check_inbound
+from services.gateway.tls import certificate_identities, client_cert_of, describe
 from shared.bus.client import BusUnavailable
 from shared.metrics import OICP_REQUEST_DURATION, OICP_REQUESTS, OICP_REQUESTS_REJECTED
 from shared.oicp import Acknowledgement, OICPModel, StatusCodeValue
@@ -28,7 +30,7 @@ from shared.oicp.errors import describe_validation_error
 from shared.oicp.ids import evse_belongs_to, normalize_id
 from shared.oicp.messages import notification_refusal_text
 from shared.oicp.operations import OPERATIONS, ErrorShape, Face, Operation
-from shared.settings import PeerConfig, Role
+from shared.settings import IdentityField, PeerConfig, Role
 
 logger = logging.getLogger(__name__)
 
@@ -51,12 +53,15 @@ class OICPResponse(Response):
 class Refusal(Exception):
     """The request is refused before a handler sees it."""
 
-    def __init__(self, code: StatusCodeValue, info: str, reason: str, http_status: int = 200) -> None:
+    def __init__(
+        self, code: StatusCodeValue, info: str, reason: str, http_status: int = 200, retry_after: int | None = None
+    ) -> None:
         super().__init__(info)
         self.code = code
         self.info = info
         self.reason = reason
         self.http_status = http_status
+        self.retry_after = retry_after  # seconds, sent as the Retry-After header (HTTP 429)
 
 
 def error_answer(operation: Operation | None, code: StatusCodeValue, info: str | None) -> OICPModel:
@@ -117,6 +122,48 @@ def refusal_text(operation: Operation, exc: ValidationError) -> str:
 
 def _same_id(a: str, b: str) -> bool:
     return normalize_id(a) == normalize_id(b)
+
+
+async def identify_caller(ctx: GatewayContext, request: Request) -> PeerConfig:
+    """The peer calling: by its TLS client certificate (mTLS, DIGEST §10) or its bearer token.
+
+    A verified client certificate must map to exactly one enabled peer (017 otherwise), even when a
+    token is sent too; if both are present they must name the same peer. Without a certificate (TLS
+    off, or ``client_certificates: optional|none``) the bearer token decides, as before. Which
+    credentials a peer may use is its ``auth`` setting (the registry filters by it).
+    """
+    tls = ctx.settings.oicp.tls
+    cert = client_cert_of(request.scope)
+    token = _bearer_token(request)
+    by_cert: PeerConfig | None = None
+    if cert is not None:
+        field = tls.identity_field if tls is not None else IdentityField.SUBJECT_CN
+        identities = certificate_identities(cert, field)
+        matches = await ctx.registry.by_certificate(identities)
+        if len(matches) != 1:
+            why = "is no registered peer's" if not matches else "matches several peers"
+            raise Refusal(
+                StatusCodeValue.UNAUTHORIZED_ACCESS,
+                f"unknown caller: client certificate {field.value} {describe(identities)} {why}",
+                "unknown_certificate",
+            )
+        by_cert = matches[0]
+    by_token = await ctx.registry.by_token(token) if token else None
+    if by_cert is not None:
+        if token is not None and (by_token is None or (by_token.role, by_token.key) != (by_cert.role, by_cert.key)):
+            raise Refusal(
+                StatusCodeValue.UNAUTHORIZED_ACCESS,
+                f"the bearer token is not that of {by_cert.id}, whose client certificate is presented",
+                "certificate_token_mismatch",
+            )
+        return by_cert
+    if by_token is None:
+        raise Refusal(
+            StatusCodeValue.UNAUTHORIZED_ACCESS,
+            "unknown caller: no valid client certificate or bearer token",
+            "unknown_caller",
+        )
+    return by_token
 
 
 def check_ids(operation: Operation, caller: PeerConfig, path_id: str | None, body: OICPModel) -> None:
@@ -181,13 +228,9 @@ def make_endpoint(ctx: GatewayContext, operation: Operation) -> Callable[[Reques
         started = time.perf_counter()
         peer_label = "anonymous"
         http_status = 200
+        headers: dict[str, str] | None = None
         try:
-            token = _bearer_token(request)
-            caller = await ctx.registry.by_token(token) if token else None
-            if caller is None:
-                raise Refusal(
-                    StatusCodeValue.UNAUTHORIZED_ACCESS, "unknown caller: no valid bearer token", "unknown_caller"
-                )
+            caller = await identify_caller(ctx, request)
             peer_label = caller.id
             if caller.role is not CALLER_ROLE[operation.face]:
                 raise Refusal(
@@ -196,6 +239,7 @@ def make_endpoint(ctx: GatewayContext, operation: Operation) -> Callable[[Reques
                     f"{caller.id} is registered as a {caller.role.value.upper()} peer",
                     "wrong_role",
                 )
+            await check_inbound(ctx, caller, operation)
             data = await read_json_body(request, max_bytes)
             try:
                 body = operation.request(data)
@@ -203,6 +247,7 @@ def make_endpoint(ctx: GatewayContext, operation: Operation) -> Callable[[Reques
                 raise Refusal(StatusCodeValue.DATA_ERROR, refusal_text(operation, exc), "invalid_body") from exc
             except ValueError as exc:  # dispatch helpers (no matching variant)
                 raise Refusal(StatusCodeValue.DATA_ERROR, str(exc), "invalid_body") from exc
+            await check_inbound(ctx, caller, operation, body)  # the PullEvseStatus path: limited by its variant
             path_id = request.path_params.get(operation.path_param) if operation.path_param else None
             check_ids(operation, caller, path_id, body)
             answer = await handler(ctx, operation, caller, body, request)
@@ -210,6 +255,8 @@ def make_endpoint(ctx: GatewayContext, operation: Operation) -> Callable[[Reques
             OICP_REQUESTS_REJECTED.labels(refusal.reason).inc()
             answer = error_answer(operation, refusal.code, refusal.info)
             http_status = refusal.http_status
+            if refusal.retry_after is not None:
+                headers = {"Retry-After": str(refusal.retry_after)}
         except BusUnavailable as exc:
             # Never a false success: the partner must send again.
             logger.warning("%s refused: %s", operation.name, exc)
@@ -220,7 +267,7 @@ def make_endpoint(ctx: GatewayContext, operation: Operation) -> Callable[[Reques
         code = answer.status_code.code.value  # type: ignore[attr-defined]
         OICP_REQUESTS.labels(operation.name, operation.face.value, peer_label, code).inc()
         OICP_REQUEST_DURATION.labels(operation.name, operation.face.value).observe(time.perf_counter() - started)
-        return OICPResponse(answer, status_code=http_status)
+        return OICPResponse(answer, status_code=http_status, headers=headers)
 
     return endpoint
 

@@ -24,6 +24,7 @@ from shared.bus.rpc import RpcClient
 from shared.bus.topology import Topology, declare_topology
 from shared.peers.client import PeerClient
 from shared.peers.registry import PeerRegistry
+from shared.ratelimit import RateLimiter
 from shared.settings import NodeSettings
 from shared.stores.evse_data import EvseDataStore
 from shared.stores.redis import KeySpace, create_redis
@@ -85,7 +86,7 @@ class SessionsDeps:
             registry=PeerRegistry(redis, keys, settings.peers),
             ledger=SessionLedger(redis, keys),
             own_data=EvseDataStore(redis, keys, "own"),
-            client=PeerClient.create(),
+            client=PeerClient.create(limiter=RateLimiter.for_redis(redis, keys, settings.rate_limits)),
             rpc=RpcClient(settings.rabbitmq.url, topology, settings.name, f"{settings.name}/{SERVICE}-rpc"),
         )
 

@@ -5,6 +5,7 @@ delivery lanes act on (retry, back off, honour Retry-After)."""
 from __future__ import annotations
 
 import email.utils
+import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -13,9 +14,12 @@ from typing import TypeVar
 import aiohttp
 import orjson
 from pydantic import ValidationError
+from redis.exceptions import RedisError
 
 from shared.oicp import OICPModel
 from shared.oicp.errors import describe_validation_error
+from shared.peers.tls import CLIENT_CONTEXTS
+from shared.ratelimit import RateLimiter, RateLimitExceeded, operation_of_call
 from shared.settings import PeerConfig
 
 ResponseT = TypeVar("ResponseT", bound=OICPModel)
@@ -26,7 +30,7 @@ class PeerCallError(Exception):
 
     def __init__(self, kind: str, message: str, http_status: int | None = None, retry_after: float | None = None):
         super().__init__(f"{kind}: {message}")
-        self.kind = kind  # timeout | connect | http | invalid_response
+        self.kind = kind  # timeout | connect | http | invalid_response | rate_limited
         self.http_status = http_status
         self.retry_after = retry_after
 
@@ -44,12 +48,13 @@ def _retry_after(value: str | None) -> float | None:
 @dataclass
 class PeerClient:
     limit_per_host: int = 8
+    limiter: RateLimiter | None = None  # the peers' per-operation limits (None: unlimited)
     _session: aiohttp.ClientSession | None = None
 
     @classmethod
-    def create(cls, limit_per_host: int = 8) -> PeerClient:
+    def create(cls, limit_per_host: int = 8, limiter: RateLimiter | None = None) -> PeerClient:
         """The pooled session itself is opened on first use, inside the event loop (aiohttp needs one)."""
-        return cls(limit_per_host)
+        return cls(limit_per_host, limiter)
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -71,17 +76,31 @@ class PeerClient:
         body: OICPModel,
         response_model: type[ResponseT],
         params: Mapping[str, str | int] | None = None,
+        operation: str | None = None,
     ) -> ResponseT:
         """POST ``body`` to ``peer``'s base URL + ``path`` (+ query ``params``, e.g. the ``page``/``size`` of a
-        paged pull) and parse the OICP answer."""
+        paged pull) and parse the OICP answer. ``operation`` names the rate limit the call counts against
+        (default: the catalogue operation of ``path`` and ``body``)."""
+        waited = await self._take_slot(peer, operation or operation_of_call(path, body))
         url = str(peer.base_url).rstrip("/") + path
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if peer.outbound_token is not None:
             headers["Authorization"] = f"Bearer {peer.outbound_token.get_secret_value()}"
-        timeout = aiohttp.ClientTimeout(total=peer.timeout_seconds)
+        timeout = aiohttp.ClientTimeout(total=peer.timeout_seconds - waited)
+        try:
+            # mTLS: the peer's own client certificate and CA (reloaded when the files change); True keeps
+            # aiohttp's default verification for peers without a tls section.
+            tls_context: ssl.SSLContext | bool = CLIENT_CONTEXTS.for_peer(peer) or True
+        except (ssl.SSLError, OSError) as exc:
+            raise PeerCallError("connect", f"TLS files of peer {peer.id} do not load: {exc}") from exc
         try:
             async with self.session.post(
-                url, params=params, data=orjson.dumps(body.to_oicp()), headers=headers, timeout=timeout
+                url,
+                params=params,
+                data=orjson.dumps(body.to_oicp()),
+                headers=headers,
+                timeout=timeout,
+                ssl=tls_context,
             ) as response:
                 raw = await response.read()
                 if response.status == 429 or response.status >= 500:
@@ -102,3 +121,18 @@ class PeerClient:
         except (orjson.JSONDecodeError, ValidationError) as exc:
             detail = describe_validation_error(exc) if isinstance(exc, ValidationError) else "not JSON"
             raise PeerCallError("invalid_response", detail, http_status=200) from exc
+
+    async def _take_slot(self, peer: PeerConfig, operation: str | None) -> float:
+        """Wait for a free slot of the peer's limit; return the seconds waited. The wait takes at most
+        half the peer's timeout and the request the rest, so a call still ends within the timeout that
+        its callers' deadlines (gateway replies, lane leases) are computed from; a longer wait is an
+        error with Retry-After, which the delivery lanes back off for as for an HTTP 429. A limiter that
+        cannot be asked (Redis down) fails the call: the limit must never be exceeded."""
+        if self.limiter is None or operation is None:
+            return 0.0
+        try:
+            return await self.limiter.wait_outbound(peer, operation, peer.timeout_seconds / 2)
+        except RateLimitExceeded as exc:
+            raise PeerCallError("rate_limited", str(exc), retry_after=exc.retry_after) from exc
+        except (RedisError, OSError) as exc:
+            raise PeerCallError("rate_limited", f"rate limiter unavailable: {exc}") from exc

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import hmac
 import time
+from collections.abc import Collection
 
 import orjson
 import redis.asyncio as aioredis
 
-from shared.settings import PeerConfig, Role, token_digest
+from shared.settings import PeerAuth, PeerConfig, Role, token_digest
 from shared.stores.redis import KeySpace
 
 
@@ -27,6 +28,9 @@ class PeerRegistry:
     ) -> None:
         self._redis = redis
         self._hash = keys.key("peers")
+        # "<role>:<ID>" -> "1"/"0": enabled or disabled by an operator, for file and API peers alike
+        # (the file stays the source of a peer's definition; switching it off needs no restart)
+        self._switches = keys.key("peers", "enabled")
         self._configured = {self._field(p): p for p in configured}
         self._cache_seconds = cache_seconds
         self._cache: tuple[float, list[PeerConfig]] | None = None
@@ -39,11 +43,28 @@ class PeerRegistry:
         now = time.monotonic()
         if not fresh and self._cache and now - self._cache[0] < self._cache_seconds:
             return self._cache[1]
-        raw = await self._redis.hgetall(self._hash)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(self._hash)
+            pipe.hgetall(self._switches)
+            raw, switches = await pipe.execute()
         dynamic = [PeerConfig.model_validate_json(v) for v in raw.values()]
         peers = [*self._configured.values(), *dynamic]
+        switched = {k.decode(): v == b"1" for k, v in switches.items()}
+        peers = [
+            p.model_copy(update={"enabled": switched[self._field(p)]}) if self._field(p) in switched else p
+            for p in peers
+        ]
         self._cache = (now, peers)
         return peers
+
+    async def set_enabled(self, role: Role, peer_key: str, enabled: bool) -> PeerConfig | None:
+        """Switch a peer on or off without deleting it (None if there is no such peer). Every service
+        sees it within the registry's cache time: a disabled peer is neither called nor accepted."""
+        if await self.get(role, peer_key) is None:
+            return None
+        await self._redis.hset(self._switches, f"{role.value}:{peer_key}", "1" if enabled else "0")
+        self._cache = None
+        return await self.get(role, peer_key)
 
     async def enabled(self, role: Role | None = None) -> list[PeerConfig]:
         return [p for p in await self.all() if p.enabled and (role is None or p.role is role)]
@@ -59,9 +80,23 @@ class PeerRegistry:
         digest = token_digest(token)
         for peer in await self.all():
             expected = peer.token_sha256
+            if peer.auth is PeerAuth.CERTIFICATE:
+                continue  # its token (if one is configured) is not accepted as its identity
             if peer.enabled and expected and hmac.compare_digest(expected, digest):
                 return peer
         return None
+
+    async def by_certificate(self, identities: Collection[str]) -> list[PeerConfig]:
+        """The enabled peers whose ``certificate_identity`` is among ``identities`` (the values of the
+        configured identity field in a client certificate). The caller needs exactly one."""
+        return [
+            peer
+            for peer in await self.all()
+            if peer.enabled
+            and peer.auth is not PeerAuth.TOKEN
+            and peer.certificate_identity is not None
+            and peer.certificate_identity in identities
+        ]
 
     async def add(self, peer: PeerConfig) -> PeerConfig:
         field = self._field(peer)
@@ -79,4 +114,6 @@ class PeerRegistry:
         if field in self._configured:
             raise PeerConflict(f"peer {peer_key} ({role.value}) is defined in the configuration file")
         self._cache = None
-        return bool(await self._redis.hdel(self._hash, field))
+        removed = bool(await self._redis.hdel(self._hash, field))
+        await self._redis.hdel(self._switches, field)
+        return removed
