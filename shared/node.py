@@ -57,7 +57,8 @@ def run(configs: list[Path], demo_backend_for: list[Path] | None = None) -> int:
         if config in (demo_backend_for or []):
             children.append(Child(settings.name, DEMO_BACKEND, config))
         print(
-            f"node {settings.name}: OICP on http://{settings.oicp.host}:{settings.oicp.port}, internal API on "
+            f"node {settings.name}: OICP on {'https' if settings.oicp.tls else 'http'}://{settings.oicp.host}:"
+            f"{settings.oicp.port}, internal API on "
             f"http://{settings.internal.host}:{settings.internal.port}",
             flush=True,
         )

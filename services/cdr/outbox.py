@@ -57,7 +57,7 @@ from shared.oicp import Acknowledgement, OICPModel, StatusCodeValue
 from shared.oicp.ids import provider_id_of_evco
 from shared.oicp.operations import OPERATIONS_BY_NAME
 from shared.peers.backoff import backoff_delay
-from shared.peers.client import PeerCallError
+from shared.peers.client import RATE_LIMITED, PeerCallError
 from shared.peers.lanes import LaneSet, LeasedLane
 from shared.peers.routing import DIRECT, pick
 from shared.settings import PeerConfig, Role
@@ -312,6 +312,12 @@ class CdrLane(LeasedLane):
                 self.peer, PATH.format(operatorID=record.operator_id), _Verbatim(body=record.cdr), Acknowledgement
             )
         except PeerCallError as exc:
+            if exc.kind == RATE_LIMITED:
+                # Our own cap for this peer, not its failure: the CDR waits for the slot and no attempt
+                # is counted (a CDR is never parked because this node throttled itself).
+                self._next_attempt = time.time() + (exc.retry_after or 1.0)
+                PEER_DELIVERY_REQUESTS.labels(self.peer.id, OPERATION, RATE_LIMITED).inc()
+                return False
             error, outcome, retry_after = str(exc), exc.kind, exc.retry_after
         else:
             status = answer.status_code

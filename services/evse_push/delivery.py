@@ -38,7 +38,7 @@ from shared.metrics import (
 )
 from shared.oicp import Acknowledgement, OICPModel, StatusCodeValue
 from shared.peers.backoff import backoff_delay
-from shared.peers.client import PeerCallError, PeerClient
+from shared.peers.client import RATE_LIMITED, PeerCallError, PeerClient
 from shared.peers.lanes import LaneSet, LeasedLane
 from shared.peers.registry import PeerRegistry
 from shared.settings import NodeSettings, PeerConfig, PushOperation, Role
@@ -246,6 +246,12 @@ class PushLane(LeasedLane):
                 conflict = code is StatusCodeValue.DATA_TRANSACTION_ERROR
             outcome = "success" if answer.result else "refused"
         except PeerCallError as exc:
+            if exc.kind == RATE_LIMITED:
+                # Our own cap for this peer, not its failure: wait for the slot, no backoff, no event,
+                # and no step towards a resync (the records stay queued, coalesced).
+                self._next_attempt = time.time() + (exc.retry_after or 1.0)
+                PEER_DELIVERY_REQUESTS.labels(self.peer.id, self.operation, RATE_LIMITED).inc()
+                raise LaneFailed(str(exc)) from exc
             error, outcome, retry_after = str(exc), exc.kind, exc.retry_after
         PEER_DELIVERY_DURATION.labels(self.peer.id, self.operation).observe(time.perf_counter() - started)
         PEER_DELIVERY_REQUESTS.labels(self.peer.id, self.operation, outcome).inc()

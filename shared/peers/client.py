@@ -25,6 +25,10 @@ from shared.settings import PeerConfig
 ResponseT = TypeVar("ResponseT", bound=OICPModel)
 
 
+#: PeerCallError.kind of a call this node held back under the peer's rate limit (never sent).
+RATE_LIMITED = "rate_limited"
+
+
 class PeerCallError(Exception):
     """An outbound OICP call failed before an OICP answer could be read."""
 
@@ -133,6 +137,6 @@ class PeerClient:
         try:
             return await self.limiter.wait_outbound(peer, operation, peer.timeout_seconds / 2)
         except RateLimitExceeded as exc:
-            raise PeerCallError("rate_limited", str(exc), retry_after=exc.retry_after) from exc
+            raise PeerCallError(RATE_LIMITED, str(exc), retry_after=exc.retry_after) from exc
         except (RedisError, OSError) as exc:
-            raise PeerCallError("rate_limited", f"rate limiter unavailable: {exc}") from exc
+            raise PeerCallError(RATE_LIMITED, f"rate limiter unavailable: {exc}") from exc
