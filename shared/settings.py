@@ -421,6 +421,13 @@ class HttpListen(Strict):
 
 class OicpApiSettings(HttpListen):
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, description="larger bodies get HTTP 413")
+    max_json_depth: int = Field(
+        default=32, ge=8, le=256, description="deeper JSON gets 400 (OICP bodies nest about 8 levels)"
+    )
+    max_header_bytes: int = Field(default=16 * 1024, ge=1024, description="larger request headers get HTTP 431")
+    read_timeout_seconds: float = Field(
+        default=30.0, gt=0, le=600, description="a body not received within this gets HTTP 408"
+    )
     publish_timeout_seconds: float = Field(default=5.0, gt=0, description="wait for the broker's confirm")
     request_timeout_seconds: float = Field(
         default=10.0, gt=0, le=60, description="wait for a worker's reply to a push that needs a synchronous answer"

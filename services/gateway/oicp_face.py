@@ -8,6 +8,7 @@ content type, not JSON, too large) get a 4xx, still with an eRoamingAcknowledgem
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -82,7 +83,32 @@ def _bearer_token(request: Request) -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
-async def read_json_body(request: Request, max_bytes: int) -> dict[str, object]:
+def json_depth_exceeds(data: object, limit: int) -> bool:
+    """True if containers nest deeper than ``limit``. Iterative, and it looks only at containers, so
+    a hostile body cannot exhaust the stack and a flat record list costs little."""
+    stack: list[tuple[object, int]] = [(data, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
+
+
+def check_headers(request: Request, max_bytes: int) -> None:
+    """Request headers within ``max_bytes`` in all (httptools sets no limit of its own)."""
+    size = sum(len(name) + len(value) for name, value in request.scope["headers"])
+    if size > max_bytes:
+        raise Refusal(StatusCodeValue.DATA_ERROR, f"request headers larger than {max_bytes} bytes", "headers", 431)
+
+
+async def read_json_body(
+    request: Request,
+    max_bytes: int,
+    max_depth: int = 32,
+    timeout: float = 30.0,  # noqa: ASYNC109
+) -> dict[str, object]:
     """The body as a JSON object, or a Refusal with the HTTP status that says why it is not OICP."""
     content_type = request.headers.get("content-type", "")
     if content_type.split(";")[0].strip().lower() != "application/json":
@@ -97,17 +123,24 @@ async def read_json_body(request: Request, max_bytes: int) -> dict[str, object]:
         raise Refusal(StatusCodeValue.DATA_ERROR, f"body larger than {max_bytes} bytes", "too_large", 413)
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            raise Refusal(StatusCodeValue.DATA_ERROR, f"body larger than {max_bytes} bytes", "too_large", 413)
-        chunks.append(chunk)
+    try:
+        # a client that sends its body slowly (or never) does not hold the connection forever
+        async with asyncio.timeout(timeout):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > max_bytes:
+                    raise Refusal(StatusCodeValue.DATA_ERROR, f"body larger than {max_bytes} bytes", "too_large", 413)
+                chunks.append(chunk)
+    except TimeoutError as exc:
+        raise Refusal(StatusCodeValue.DATA_ERROR, f"body not received within {timeout:g}s", "slow_body", 408) from exc
     try:
         data = orjson.loads(b"".join(chunks))
     except orjson.JSONDecodeError as exc:
         raise Refusal(StatusCodeValue.DATA_ERROR, f"body is not valid UTF-8 JSON: {exc}", "not_json", 400) from exc
     if not isinstance(data, dict):
         raise Refusal(StatusCodeValue.DATA_ERROR, "body must be a JSON object", "not_json", 400)
+    if json_depth_exceeds(data, max_depth):
+        raise Refusal(StatusCodeValue.DATA_ERROR, f"body nests deeper than {max_depth} levels", "too_deep", 400)
     return data
 
 
@@ -222,7 +255,8 @@ def evse_ids_of(body: OICPModel) -> list[str]:
 
 def make_endpoint(ctx: GatewayContext, operation: Operation) -> Callable[[Request], Awaitable[Response]]:
     handler = HANDLERS[operation.name]  # every operation has one (a unit test checks)
-    max_bytes = ctx.settings.oicp.max_body_bytes
+    limits = ctx.settings.oicp
+    max_bytes = limits.max_body_bytes
 
     async def endpoint(request: Request) -> Response:
         started = time.perf_counter()
@@ -230,6 +264,7 @@ def make_endpoint(ctx: GatewayContext, operation: Operation) -> Callable[[Reques
         http_status = 200
         headers: dict[str, str] | None = None
         try:
+            check_headers(request, limits.max_header_bytes)
             caller = await identify_caller(ctx, request)
             peer_label = caller.id
             if caller.role is not CALLER_ROLE[operation.face]:
@@ -240,7 +275,7 @@ def make_endpoint(ctx: GatewayContext, operation: Operation) -> Callable[[Reques
                     "wrong_role",
                 )
             await check_inbound(ctx, caller, operation)
-            data = await read_json_body(request, max_bytes)
+            data = await read_json_body(request, max_bytes, limits.max_json_depth, limits.read_timeout_seconds)
             try:
                 body = operation.request(data)
             except ValidationError as exc:

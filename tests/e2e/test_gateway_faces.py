@@ -118,6 +118,13 @@ async def test_requests_that_are_not_oicp_get_4xx_with_an_acknowledgement(
             413,
             {"data": b"{" + b" " * (5 * 1024 * 1024) + b"}", "headers": {**auth, "Content-Type": "application/json"}},
         ),
+        # nested deeper than oicp.max_json_depth (32)
+        (400, {"data": b'{"a":' * 40 + b"1" + b"}" * 40, "headers": {**auth, "Content-Type": "application/json"}}),
+        # request headers beyond oicp.max_header_bytes (16 KiB)
+        (
+            431,
+            {"data": b"{}", "headers": {**auth, "Content-Type": "application/json", "X-Padding": "x" * 20_000}},
+        ),
     ]
     for expected, kwargs in cases:
         async with http.post(url, **kwargs) as response:
