@@ -23,7 +23,15 @@ fi
 if ! port_open 5672; then
   if command -v rabbitmq-server >/dev/null; then
     echo "starting RabbitMQ on 127.0.0.1:5672"
-    rabbitmq-server -detached >/dev/null 2>&1
+    # Every node of the test suite declares about 35 quorum queues, each holding files open: the
+    # 1024 open files that `su rabbitmq` (PAM) leaves the broker run out when test runs overlap, and
+    # then it stops accepting connections. Start it with the hard limit where we can.
+    server=/usr/lib/rabbitmq/bin/rabbitmq-server
+    if [ "$(id -u)" = 0 ] && id rabbitmq >/dev/null 2>&1 && [ -x "$server" ]; then
+      su rabbitmq -s /bin/sh -c "ulimit -n \$(ulimit -Hn) 2>/dev/null; $server -detached" >/dev/null 2>&1
+    else
+      rabbitmq-server -detached >/dev/null 2>&1
+    fi
     wait_port 5672 || { echo "ERROR: RabbitMQ did not come up on 127.0.0.1:5672" >&2; missing=1; }
   else
     echo "ERROR: RabbitMQ is not running on 127.0.0.1:5672 and rabbitmq-server is not installed (apt-get install rabbitmq-server)" >&2
