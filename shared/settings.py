@@ -428,6 +428,9 @@ class OicpApiSettings(HttpListen):
     read_timeout_seconds: float = Field(
         default=30.0, gt=0, le=600, description="a body not received within this gets HTTP 408"
     )
+    header_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=120, description="a connection whose request headers take longer is closed"
+    )
     publish_timeout_seconds: float = Field(default=5.0, gt=0, description="wait for the broker's confirm")
     request_timeout_seconds: float = Field(
         default=10.0, gt=0, le=60, description="wait for a worker's reply to a push that needs a synchronous answer"

@@ -14,6 +14,7 @@ import uvicorn
 from services.gateway.context import SERVICE, GatewayContext
 from services.gateway.internal_api import create_internal_app
 from services.gateway.oicp_face import create_oicp_app
+from services.gateway.protocol import GuardedHttpProtocol, guarded
 from services.gateway.tls import ClientCertHttpProtocol, ServerTls
 from shared.logs import setup_logging
 from shared.settings import ConfigError, load_settings
@@ -49,10 +50,14 @@ async def serve() -> None:
 
     # The OICP port with TLS: our own (reloading) context, and a protocol that hands the client
     # certificate to the app. The internal port stays plain HTTP on its own interface.
-    oicp_tls: dict[str, Any] = {}
+    header_timeout = settings.oicp.header_timeout_seconds
+    oicp_tls: dict[str, Any] = {"http": guarded(GuardedHttpProtocol, header_timeout)}
     if settings.oicp.tls is not None:
         server_tls = ServerTls(settings.oicp.tls)
-        oicp_tls = {"http": ClientCertHttpProtocol, "ssl_context_factory": server_tls.uvicorn_factory}
+        oicp_tls = {
+            "http": guarded(ClientCertHttpProtocol, header_timeout),
+            "ssl_context_factory": server_tls.uvicorn_factory,
+        }
     servers = [
         server(create_oicp_app(ctx), settings.oicp.host, settings.oicp.port, **oicp_tls),
         server(create_internal_app(ctx), settings.internal.host, settings.internal.port),

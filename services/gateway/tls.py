@@ -20,8 +20,7 @@ import time
 from collections.abc import Collection, Mapping
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-
+from services.gateway.protocol import GuardedHttpProtocol
 from shared.peers.tls import FileStamp, file_stamp
 from shared.settings import ClientCertificates, IdentityField, OicpTlsSettings
 
@@ -104,7 +103,7 @@ class ServerTls:
             logger.exception("choosing the TLS context failed; the listening context serves this connection")
 
 
-class ClientCertHttpProtocol(HttpToolsProtocol):
+class ClientCertHttpProtocol(GuardedHttpProtocol):
     """uvicorn's httptools protocol that also puts the verified client certificate into the scope."""
 
     _client_cert: PeerCert | None = None
