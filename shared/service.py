@@ -1,14 +1,48 @@
-"""What every worker process shares: settings loading, logging, and the FastStream run loop."""
+"""What every worker process shares: its core (broker, bus, Redis), settings loading, logging, and the
+FastStream run loop."""
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from typing import NamedTuple
 
+import redis.asyncio as aioredis
 from faststream import FastStream
+from faststream.rabbit import RabbitBroker
 
+from shared.bus.client import Bus, create_broker
+from shared.bus.messages import EventType, InternalRequest
+from shared.bus.middleware import reject_poison
+from shared.bus.topology import Topology
 from shared.logs import setup_logging
 from shared.settings import ConfigError, NodeSettings, load_settings
+from shared.stores.redis import KeySpace, create_redis
+
+
+class WorkerCore(NamedTuple):
+    topology: Topology
+    broker: RabbitBroker
+    bus: Bus
+    redis: aioredis.Redis
+    keys: KeySpace
+
+
+def worker_core(
+    settings: NodeSettings,
+    service: str,
+    events: tuple[EventType, ...],
+    requests: tuple[InternalRequest, ...] = (),
+) -> WorkerCore:
+    """What every worker's composition root starts from, built without connecting (the AsyncAPI
+    generator builds the apps offline): its broker with the poison-message middleware, the bus with
+    the events it publishes (and the internal requests it sends, for the document), Redis."""
+    topology = Topology(settings.rabbitmq.prefix, settings.rabbitmq.delivery_limit)
+    broker = create_broker(settings, service)
+    bus = Bus(broker, topology, settings.name, events=events, requests=requests)
+    broker.add_middleware(reject_poison(bus))
+    redis = create_redis(settings.redis, f"{settings.name}-{service}")
+    return WorkerCore(topology, broker, bus, redis, KeySpace(settings.redis.key_prefix))
 
 
 def run_worker(service: str, create_app: Callable[[NodeSettings], FastStream]) -> None:

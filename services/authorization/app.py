@@ -18,18 +18,18 @@ from faststream.rabbit import RabbitBroker
 from faststream.specification import AsyncAPI
 
 from services.authorization.push import AuthDataPusher
-from shared.bus.client import Bus, create_broker
+from shared.bus.client import Bus
 from shared.bus.messages import EventType, InternalRequest
-from shared.bus.middleware import reject_poison
 from shared.bus.rpc import RpcClient
 from shared.bus.topology import Topology, declare_topology
 from shared.peers.client import PeerClient
 from shared.peers.registry import PeerRegistry
 from shared.ratelimit import RateLimiter
+from shared.service import worker_core
 from shared.settings import NodeSettings
 from shared.stores.auth_data import AuthDataStore
 from shared.stores.delivery import DeliveryStore
-from shared.stores.redis import KeySpace, create_redis
+from shared.stores.redis import KeySpace
 from shared.stores.sessions import SessionLedger
 from shared.stores.tokens import TokenStore
 
@@ -64,12 +64,7 @@ class AuthorizationDeps:
 
     @classmethod
     def build(cls, settings: NodeSettings) -> AuthorizationDeps:
-        topology = Topology(settings.rabbitmq.prefix, settings.rabbitmq.delivery_limit)
-        broker = create_broker(settings, SERVICE)
-        bus = Bus(broker, topology, settings.name, events=EVENTS, requests=REQUESTS)
-        broker.add_middleware(reject_poison(bus))
-        redis = create_redis(settings.redis, f"{settings.name}-{SERVICE}")
-        keys = KeySpace(settings.redis.key_prefix)
+        topology, broker, bus, redis, keys = worker_core(settings, SERVICE, EVENTS, REQUESTS)
         registry = PeerRegistry(redis, keys, settings.peers)
         tokens = TokenStore(redis, keys)
         delivery_store = DeliveryStore(redis, keys)

@@ -15,7 +15,6 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC
 from typing import Any
 
-from faststream.middlewares import AckPolicy
 from faststream.rabbit import RabbitResponse
 from faststream.rabbit.annotations import RabbitMessage
 
@@ -124,13 +123,8 @@ def register_handlers(deps: AuthorizationDeps) -> None:
     ) -> RabbitResponse | None:
         return await replies.answer_once(deps.redis, deps.keys, envelope, message, handle)
 
-    # Transient failures (Redis down) requeue the message; the queue's delivery limit bounds retries.
-    ack = AckPolicy.NACK_ON_ERROR
-
     def subscriber(command: CommandType) -> Any:
-        return broker.subscriber(
-            topology.command_queue(command), topology.commands, ack_policy=ack, title=f"command {command.value}"
-        )
+        return replies.command_subscriber(broker, topology, command)
 
     @subscriber(CommandType.EMP_TOKEN_SET)
     async def on_token_set(envelope: Envelope[TokensSet], message: RabbitMessage) -> RabbitResponse | None:

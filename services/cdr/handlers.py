@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from faststream.middlewares import AckPolicy
 from faststream.rabbit import RabbitResponse
 from faststream.rabbit.annotations import RabbitMessage
 
@@ -34,12 +33,7 @@ def register_handlers(deps: CdrDeps, delivery: CdrDelivery) -> None:
         return await replies.answer_once(deps.redis, deps.keys, envelope, message, handle)
 
     def subscriber(command: CommandType) -> Any:
-        return broker.subscriber(
-            topology.command_queue(command),
-            topology.commands,
-            ack_policy=AckPolicy.NACK_ON_ERROR,
-            title=f"command {command.value}",
-        )
+        return replies.command_subscriber(broker, topology, command)
 
     # ---- CPO role: the outbox -------------------------------------------------------------------
 

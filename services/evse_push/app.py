@@ -17,19 +17,19 @@ from faststream.specification import AsyncAPI
 from services.evse_push.delivery import DeliveryManager
 from services.evse_push.pulls import PullScheduler, PullStateStore
 from services.evse_push.sources import build_sources
-from shared.bus.client import Bus, create_broker
+from shared.bus.client import Bus
 from shared.bus.messages import EventType
-from shared.bus.middleware import reject_poison
 from shared.bus.topology import Topology, declare_topology
 from shared.peers.client import PeerClient
 from shared.peers.registry import PeerRegistry
 from shared.ratelimit import RateLimiter
+from shared.service import worker_core
 from shared.settings import NodeSettings
 from shared.stores.delivery import DeliveryStore
 from shared.stores.evse_data import EvseDataStore
 from shared.stores.evse_status import EvseStatusStore
 from shared.stores.pricing import EvsePricingStore, PricingProductStore
-from shared.stores.redis import KeySpace, create_redis
+from shared.stores.redis import KeySpace
 
 SERVICE = "evse_push"
 EVENTS = (
@@ -70,12 +70,7 @@ class EvsePushDeps:
 
     @classmethod
     def build(cls, settings: NodeSettings) -> EvsePushDeps:
-        topology = Topology(settings.rabbitmq.prefix, settings.rabbitmq.delivery_limit)
-        broker = create_broker(settings, SERVICE)
-        bus = Bus(broker, topology, settings.name, events=EVENTS)
-        broker.add_middleware(reject_poison(bus))
-        redis = create_redis(settings.redis, f"{settings.name}-{SERVICE}")
-        keys = KeySpace(settings.redis.key_prefix)
+        topology, broker, bus, redis, keys = worker_core(settings, SERVICE, EVENTS)
         registry = PeerRegistry(redis, keys, settings.peers)
         own_status = EvseStatusStore(redis, keys, "own")
         own_data = EvseDataStore(redis, keys, "own")

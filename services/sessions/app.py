@@ -17,17 +17,17 @@ from faststream import FastStream
 from faststream.rabbit import RabbitBroker
 from faststream.specification import AsyncAPI
 
-from shared.bus.client import Bus, create_broker
+from shared.bus.client import Bus
 from shared.bus.messages import EventType, InternalRequest
-from shared.bus.middleware import reject_poison
 from shared.bus.rpc import RpcClient
 from shared.bus.topology import Topology, declare_topology
 from shared.peers.client import PeerClient
 from shared.peers.registry import PeerRegistry
 from shared.ratelimit import RateLimiter
+from shared.service import worker_core
 from shared.settings import NodeSettings
 from shared.stores.evse_data import EvseDataStore
-from shared.stores.redis import KeySpace, create_redis
+from shared.stores.redis import KeySpace
 from shared.stores.sessions import SessionLedger
 
 SERVICE = "sessions"
@@ -70,12 +70,7 @@ class SessionsDeps:
     @classmethod
     def build(cls, settings: NodeSettings) -> SessionsDeps:
         """Build everything without connecting (the AsyncAPI generator builds the app offline)."""
-        topology = Topology(settings.rabbitmq.prefix, settings.rabbitmq.delivery_limit)
-        broker = create_broker(settings, SERVICE)
-        bus = Bus(broker, topology, settings.name, events=EVENTS, requests=REQUESTS)
-        broker.add_middleware(reject_poison(bus))
-        redis = create_redis(settings.redis, f"{settings.name}-{SERVICE}")
-        keys = KeySpace(settings.redis.key_prefix)
+        topology, broker, bus, redis, keys = worker_core(settings, SERVICE, EVENTS, REQUESTS)
         return cls(
             settings=settings,
             broker=broker,

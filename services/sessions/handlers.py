@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from faststream.middlewares import AckPolicy
 from faststream.rabbit import RabbitResponse
 from faststream.rabbit.annotations import RabbitMessage
 
@@ -45,12 +44,8 @@ def register_handlers(deps: SessionsDeps) -> None:
     ) -> RabbitResponse | None:
         return await replies.answer_once(deps.redis, deps.keys, envelope, message, handle)
 
-    ack = AckPolicy.NACK_ON_ERROR
-
     def subscriber(command: CommandType) -> Any:
-        return broker.subscriber(
-            topology.command_queue(command), topology.commands, ack_policy=ack, title=f"command {command.value}"
-        )
+        return replies.command_subscriber(broker, topology, command)
 
     # ---- EMP role -------------------------------------------------------------------------------
 

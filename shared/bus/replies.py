@@ -14,12 +14,14 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
-from faststream.rabbit import RabbitResponse
+from faststream.middlewares import AckPolicy
+from faststream.rabbit import RabbitBroker, RabbitResponse
 from faststream.rabbit.annotations import RabbitMessage
 
 from shared.bus.envelope import Envelope
-from shared.bus.messages import CommandReply
+from shared.bus.messages import CommandReply, CommandType
 from shared.bus.rpc import deadline_passed
+from shared.bus.topology import Topology
 from shared.stores.redis import KeySpace
 
 logger = logging.getLogger(__name__)
@@ -58,3 +60,14 @@ def as_reply(body: dict[str, Any], message: RabbitMessage) -> RabbitResponse:
     """The reply, published without ``mandatory``: RabbitMQ 3.10 returns a mandatory publish to a
     direct reply-to address as unroutable (NO_ROUTE) even though it delivered it."""
     return RabbitResponse(body, mandatory=False, correlation_id=message.correlation_id)
+
+
+def command_subscriber(broker: RabbitBroker, topology: Topology, command: CommandType) -> Any:
+    """The subscriber decorator of a command's own queue. Transient failures (Redis down) requeue the
+    message; the queue's delivery limit bounds the retries, then it is dead-lettered."""
+    return broker.subscriber(
+        topology.command_queue(command),
+        topology.commands,
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+        title=f"command {command.value}",
+    )
