@@ -16,6 +16,7 @@ from shared.bus.messages import EventType, InternalRequest
 from shared.bus.middleware import reject_poison
 from shared.bus.topology import Topology
 from shared.logs import setup_logging
+from shared.metrics import MetricsServer
 from shared.settings import ConfigError, NodeSettings, load_settings
 from shared.stores.redis import KeySpace, create_redis
 
@@ -56,4 +57,16 @@ def run_worker(service: str, create_app: Callable[[NodeSettings], FastStream]) -
     setup_logging(settings.name, service, settings.log_level)
     import uvloop
 
-    uvloop.run(create_app(settings).run())
+    app = create_app(settings)
+    server = metrics_server(settings, service)
+    # The endpoint is up before the broker connects (a worker waiting for RabbitMQ is alive, and says
+    # so) and goes last on shutdown.
+    app.on_startup(server.start)
+    app.after_shutdown(server.stop)
+    uvloop.run(app.run())
+
+
+def metrics_server(settings: NodeSettings, service: str) -> MetricsServer:
+    """The worker's /metrics (the internal token or the monitoring token) and /healthz."""
+    tokens = settings.internal.monitoring_tokens()
+    return MetricsServer(settings.metrics.host, settings.metrics.port_of(service), tokens, service)

@@ -446,6 +446,39 @@ class InternalApiSettings(HttpListen):
         "to the orchestrator's probes, not the one that can send commands)",
     )
 
+    def monitoring_tokens(self) -> list[bytes]:
+        """What /readyz and every /metrics (gateway and workers) accept: either token."""
+        tokens = [self.token.get_secret_value().encode()]
+        if self.monitoring_token is not None:
+            tokens.append(self.monitoring_token.get_secret_value().encode())
+        return tokens
+
+
+#: The worker services, each its own process with its own metrics port (the gateway serves /metrics on
+#: the internal API's port).
+WORKER_SERVICES = ("evse_push", "authorization", "sessions", "cdr")
+
+
+class WorkerMetricsPorts(Strict):
+    """One port per worker service. Different ports where the workers share a host (``make run``, the
+    tests); in containers every worker has its own address and they can all use the same port."""
+
+    evse_push: int = Field(default=9201, ge=1, le=65535)
+    authorization: int = Field(default=9202, ge=1, le=65535)
+    sessions: int = Field(default=9203, ge=1, le=65535)
+    cdr: int = Field(default=9204, ge=1, le=65535)
+
+
+class MetricsSettings(Strict):
+    """Where each worker process serves ``/metrics`` (Prometheus; the internal token or
+    ``internal.monitoring_token``) and ``/healthz`` (liveness, no token)."""
+
+    host: str = Field(default="127.0.0.1", description="interface of the workers' metrics endpoints")
+    ports: WorkerMetricsPorts = Field(default_factory=WorkerMetricsPorts)
+
+    def port_of(self, service: str) -> int:
+        return int(getattr(self.ports, service))
+
 
 class RabbitSettings(Strict):
     url: str = "amqp://guest:guest@127.0.0.1:5672/"
@@ -546,6 +579,7 @@ class NodeSettings(BaseSettings):
     sessions: SessionSettings = Field(default_factory=SessionSettings)
     cdr: CdrSettings = Field(default_factory=CdrSettings)
     rate_limits: RateLimits = Field(default_factory=RateLimits)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     peers: list[PeerConfig] = Field(default_factory=list)
     log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
 

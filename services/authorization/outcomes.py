@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Literal
 
 from shared.bus.messages import AuthorizationDecided, CommandReply, EventType, SessionEvent
+from shared.metrics import AUTHORIZATIONS
 from shared.oicp import AuthorizationStartResponse, AuthorizationStatus, AuthorizationStopResponse, Identification
 from shared.stores.sessions import Session
 
@@ -45,6 +46,7 @@ async def decided(
     """Publish ``authorization.decided`` and build the reply whose ``answer`` is the OICP answer."""
     status = answer.status_code
     authorized = answer.authorization_status is AuthorizationStatus.AUTHORIZED
+    AUTHORIZATIONS.labels(role, operation, answer.authorization_status.value).inc()
     await deps.bus.emit_event(
         EventType.AUTHORIZATION_DECIDED,
         AuthorizationDecided(

@@ -32,7 +32,7 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
-from shared.metrics import PEER_DELIVERY_BACKLOG, PEER_DELIVERY_DURATION, PEER_DELIVERY_REQUESTS
+from shared.metrics import PEER_DELIVERY_DURATION, PEER_DELIVERY_REQUESTS
 from shared.oicp import (
     Acknowledgement,
     ActionType,
@@ -105,7 +105,6 @@ class AuthDataLane(LeasedLane):
             await self._resync(reason)
         while True:
             batch = await store.take_batch(self.peer.key, OPERATION, self.peer.batch_size)
-            PEER_DELIVERY_BACKLOG.labels(self.peer.id, OPERATION).set(len(batch))
             if not batch:
                 return
             await self._deliver(batch)

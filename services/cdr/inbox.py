@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from services.cdr.app import CdrDeps
 from shared.bus.envelope import Envelope
 from shared.bus.messages import CdrEvent, CdrIngest, CommandReply, EventType
+from shared.metrics import CDRS_RECEIVED
 from shared.oicp import Acknowledgement, ChargeDetailRecord, StatusCodeValue
 from shared.oicp.ids import evse_belongs_to, normalize_id
 from shared.settings import PeerConfig, Role
@@ -58,13 +59,29 @@ async def accept(
     correlation_id: str | None = None,
 ) -> CommandReply:
     """Put one CDR of ``peer`` into the inbox; the reply is what the peer is answered."""
+    outcome, reply = await _accept(deps, peer, cdr, source, received_at, correlation_id)
+    CDRS_RECEIVED.labels(peer.id, outcome).inc()
+    return reply
+
+
+async def _accept(
+    deps: CdrDeps,
+    peer: PeerConfig,
+    cdr: ChargeDetailRecord,
+    source: str,
+    received_at: datetime,
+    correlation_id: str | None,
+) -> tuple[str, CommandReply]:
+    """(what became of the CDR: stored | duplicate | conflict | refused, the reply)"""
     sid = cdr.session_id
     if not peer.default_route and not evse_belongs_to(cdr.evse_id, peer.id):
-        return _refused(C.INCONSISTENT_EVSE_ID, f"EvseID {cdr.evse_id} is not of operator {peer.id}", sid)
+        return "refused", _refused(C.INCONSISTENT_EVSE_ID, f"EvseID {cdr.evse_id} is not of operator {peer.id}", sid)
     session = await deps.ledger.get(sid)
     if session is not None and session.role == "emp" and session.peer_id and not peer.default_route:
         if normalize_id(session.peer_id) != peer.key:
-            return _refused(C.SESSION_IS_INVALID, f"session {sid} is not a session of operator {peer.id}", sid)
+            return "refused", _refused(
+                C.SESSION_IS_INVALID, f"session {sid} is not a session of operator {peer.id}", sid
+            )
     body = cdr.to_oicp()
     outcome, kept = await deps.inbox.store(
         body,
@@ -75,13 +92,13 @@ async def accept(
         session_known=session is not None,
     )
     if outcome is Stored.CONFLICT:
-        return _refused(
+        return "conflict", _refused(
             C.SESSION_IS_INVALID,
             f"a different CDR for session {sid} was received at {kept.received_at}; only one CDR per SessionID",
             sid,
         )
     if outcome is Stored.DUPLICATE and not await deps.inbox.unannounced(sid):
-        return _accepted(cdr, duplicate_of=kept.received_at)
+        return "duplicate", _accepted(cdr, duplicate_of=kept.received_at)
 
     if session is not None and outcome is Stored.STORED:
         try:
@@ -103,7 +120,7 @@ async def accept(
     if not kept.session_known:
         await deps.bus.emit_event(EventType.CDR_SESSION_UNKNOWN, event, correlation_id=correlation_id or sid)
     await deps.inbox.announced(sid)
-    return _accepted(cdr, duplicate_of=kept.received_at if outcome is Stored.DUPLICATE else None)
+    return outcome.value, _accepted(cdr, duplicate_of=kept.received_at if outcome is Stored.DUPLICATE else None)
 
 
 async def ingest(deps: CdrDeps, envelope: Envelope[CdrIngest], correlation_id: str | None) -> CommandReply:

@@ -52,7 +52,7 @@ from services.cdr.app import CdrDeps
 from shared.bus.client import BusUnavailable
 from shared.bus.envelope import Envelope
 from shared.bus.messages import CdrEvent, CdrReplay, CdrSubmit, CommandReply, EventType
-from shared.metrics import PEER_DELIVERY_DURATION, PEER_DELIVERY_REQUESTS
+from shared.metrics import CDRS_PARKED_TOTAL, CDRS_SENT, PEER_DELIVERY_DURATION, PEER_DELIVERY_REQUESTS
 from shared.oicp import Acknowledgement, OICPModel, StatusCodeValue
 from shared.oicp.ids import provider_id_of_evco
 from shared.oicp.operations import OPERATIONS_BY_NAME
@@ -344,6 +344,7 @@ class CdrLane(LeasedLane):
         if not await deps.outbox.mark_delivered(sid):
             return  # delivered already (another sender before a lease handover): announced then
         await deps.delivery_store.record_success(self.peer.key, OPERATION)
+        CDRS_SENT.labels(self.peer.id).inc()
         self._next_attempt = 0.0
         if record.session_known:
             try:
@@ -358,6 +359,7 @@ class CdrLane(LeasedLane):
         attempts = await self.deps.outbox.park(record.session_id, reason)
         if attempts is None:
             return
+        CDRS_PARKED_TOTAL.labels(self.peer.id).inc()
         logger.warning("CDR %s parked: %s", record.session_id, reason)
         await _emit(self.deps, EventType.CDR_PARKED, _event(record, attempts=attempts, error=reason))
 
@@ -387,6 +389,7 @@ class CdrLane(LeasedLane):
             delay,
         )
         if parked:
+            CDRS_PARKED_TOTAL.labels(self.peer.id).inc()
             reason = f"{attempts} deliveries failed; last: {error}"
             await _emit(deps, EventType.CDR_PARKED, _event(record, attempts=attempts, error=reason))
         # Go round again at once: the next round sleeps exactly the backoff, not a poll interval more.

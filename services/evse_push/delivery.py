@@ -32,7 +32,6 @@ from shared.bus.client import Bus, BusUnavailable
 from shared.bus.messages import EventType, PeerDelivery
 from shared.metrics import (
     EVSE_STATUS_PROPAGATION,
-    PEER_DELIVERY_BACKLOG,
     PEER_DELIVERY_DURATION,
     PEER_DELIVERY_REQUESTS,
 )
@@ -113,11 +112,8 @@ class PushLane(LeasedLane):
         if reason is not None:
             await self._resync(reason)
         while True:
+            # (the backlog gauge is node-wide: the gateway reads it from the store when scraped)
             batch = await store.take_batch(self.peer.key, self.operation, self.peer.batch_size)
-            backlog = (
-                len(batch) if len(batch) < self.peer.batch_size else await store.backlog(self.peer.key, self.operation)
-            )
-            PEER_DELIVERY_BACKLOG.labels(self.peer.id, self.operation).set(backlog)
             if not batch:
                 return
             await self._deliver(batch)

@@ -7,8 +7,10 @@ import logging
 from typing import Any
 
 from faststream.rabbit import RabbitBroker
+from faststream.rabbit.prometheus import RabbitPrometheusMiddleware
 from faststream.rabbit.publisher import RabbitPublisher
 from faststream.rabbit.schemas import Channel
+from prometheus_client import REGISTRY
 
 from shared.bus.envelope import Envelope
 from shared.bus.messages import (
@@ -47,6 +49,8 @@ def create_broker(settings: NodeSettings, service: str) -> RabbitBroker:
         fail_fast=False,
         logger=logging.getLogger(f"faststream.{service}"),
         description=f"oicp-p2p {service} of node {settings.name}",
+        # per-handler received/processed/published counts and durations (faststream_* metrics)
+        middlewares=[RabbitPrometheusMiddleware(registry=REGISTRY, app_name=service)],
     )
 
 

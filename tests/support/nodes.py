@@ -24,6 +24,7 @@ import yaml
 from aiohttp import web
 
 from shared.bus.topology import Topology
+from shared.settings import WORKER_SERVICES
 
 REPO = Path(__file__).resolve().parents[2]
 AMQP_URL = os.environ.get("OICP_P2P_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
@@ -48,6 +49,8 @@ class NodeSpec:
     peers: list[dict[str, Any]] = field(default_factory=list)
     oicp_port: int = field(default_factory=free_port)
     internal_port: int = field(default_factory=free_port)
+    #: each worker's /metrics and /healthz port (metrics.ports.<service>)
+    metrics_ports: dict[str, int] = field(default_factory=lambda: {s: free_port() for s in WORKER_SERVICES})
     amqp_url: str = AMQP_URL
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -76,6 +79,12 @@ class NodeSpec:
     def internal_url(self) -> str:
         return f"http://127.0.0.1:{self.internal_port}"
 
+    def metrics_url(self, service: str) -> str:
+        """Where Prometheus scrapes ``service``: the internal API for the gateway, else the worker's port."""
+        if service == "gateway":
+            return f"{self.internal_url}/metrics"
+        return f"http://127.0.0.1:{self.metrics_ports[service]}/metrics"
+
     @property
     def topology(self) -> Topology:
         return Topology(self.prefix)
@@ -92,6 +101,7 @@ class NodeSpec:
                 "token": self.internal_token,
                 "monitoring_token": self.monitoring_token,
             },
+            "metrics": {"host": "127.0.0.1", "ports": self.metrics_ports},
             "rabbitmq": {"url": self.amqp_url, "prefix": self.prefix},
             "redis": {"url": REDIS_URL, "key_prefix": f"{RUN_ID}:{self.name}:"},
             "delivery": {"poll_interval_seconds": 0.5, "backoff_initial_seconds": 0.2, "backoff_max_seconds": 2},

@@ -1,0 +1,128 @@
+"""The node-wide gauges (shared/metrics.py, NODE_STATE_GAUGES), read from Redis and RabbitMQ each
+time the gateway's /metrics is scraped.
+
+What every replica of every worker shares lives there — the session ledger, the CDR outbox, the
+delivery lanes' state and outboxes, the queues — so the gateway reports it for the whole node. A part
+that cannot be read (Redis or RabbitMQ down) is left out of this scrape and says so in
+``oicp_redis_up`` / ``oicp_rabbitmq_up``; the process-local metrics are served regardless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from prometheus_client import REGISTRY
+
+from services.gateway.context import GatewayContext
+from shared.bus.inspect import QueueInspector
+from shared.metrics import LANE_STATES, NodeState, NodeStateCollector
+from shared.settings import PushOperation, Role
+from shared.stores.cdr_outbox import OPERATION as CDR_OPERATION
+from shared.stores.delivery import LaneState
+
+logger = logging.getLogger(__name__)
+
+#: Parked or pending CDRs of a peer that is no longer configured (they still need someone's attention).
+UNREGISTERED_PEER = "(unregistered)"
+REDIS_TIMEOUT_SECONDS = 3.0
+
+
+def lane_state(state: LaneState, resyncs: bool) -> str:
+    """ok, failing (backing off after failed attempts) or resync (a full load is due); only the EVSE
+    and authentication-data lanes resync, a CDR lane is ok or failing."""
+    if state.consecutive_failures > 0:
+        return "failing"
+    if resyncs and state.resync_pending:
+        return "resync"
+    return "ok"
+
+
+class NodeMetrics:
+    """Registers the collector once per gateway process and refreshes it per scrape."""
+
+    def __init__(self, ctx: GatewayContext) -> None:
+        self.ctx = ctx
+        self.collector = NodeStateCollector()
+        REGISTRY.register(self.collector)
+        self.inspector = QueueInspector(ctx.settings.rabbitmq.url, f"{ctx.settings.name}/gateway-monitor")
+
+    async def refresh(self) -> None:
+        state = NodeState()
+        redis_ok, rabbit_ok = await asyncio.gather(self._from_redis(state), self._from_rabbitmq(state))
+        state.set("oicp_redis_up", 1 if redis_ok else 0)
+        state.set("oicp_rabbitmq_up", 1 if rabbit_ok else 0)
+        self.collector.update(state)
+
+    async def close(self) -> None:
+        REGISTRY.unregister(self.collector)
+        await self.inspector.close()
+
+    async def _from_redis(self, state: NodeState) -> bool:
+        try:
+            async with asyncio.timeout(REDIS_TIMEOUT_SECONDS):
+                await self._sessions_and_cdrs(state)
+                await self._lanes(state)
+            return True
+        except Exception as exc:
+            logger.warning("node state not read from Redis: %s", exc)
+            return False
+
+    async def _sessions_and_cdrs(self, state: NodeState) -> None:
+        ctx = self.ctx
+        for session_state, count in (await ctx.sessions.count_by_state()).items():
+            state.set("oicp_sessions", count, session_state)
+        state.set(
+            "oicp_sessions_without_cdr",
+            await ctx.sessions.count_without_cdr(ctx.settings.sessions.cdr_missing_after_seconds),
+        )
+        pending_total, parked_total = await ctx.cdr_outbox.count_pending(), await ctx.cdr_outbox.count_parked()
+        pending_seen = parked_seen = 0
+        for peer in await ctx.registry.all():
+            if peer.role is not Role.EMP:
+                continue
+            pending, parked = await ctx.cdr_outbox.count_pending(peer.key), await ctx.cdr_outbox.count_parked(peer.key)
+            state.set("oicp_cdrs_pending", pending, peer.id)
+            state.set("oicp_cdrs_parked", parked, peer.id)
+            pending_seen, parked_seen = pending_seen + pending, parked_seen + parked
+        if pending_total > pending_seen or parked_total > parked_seen:
+            state.set("oicp_cdrs_pending", pending_total - pending_seen, UNREGISTERED_PEER)
+            state.set("oicp_cdrs_parked", parked_total - parked_seen, UNREGISTERED_PEER)
+        state.set("oicp_cdrs_without_session", await ctx.cdr_outbox.count_unknown_sessions(), "out")
+        state.set("oicp_cdrs_without_session", await ctx.cdr_inbox.count_unknown_sessions(), "in")
+
+    async def _lanes(self, state: NodeState) -> None:
+        """Every delivery lane the workers run: the pushes to EMP peers and their CDRs (CPO role), the
+        authentication data to CPO peers (EMP role)."""
+        ctx = self.ctx
+        lanes: list[tuple[str, str, str, bool]] = []  # peer id, peer key, operation, resyncs
+        for peer in await ctx.registry.enabled(Role.EMP):
+            lanes += [(peer.id, peer.key, PushOperation(op).value, True) for op in peer.push]
+            lanes.append((peer.id, peer.key, CDR_OPERATION, False))
+        for peer in await ctx.registry.enabled(Role.CPO):
+            if PushOperation.PUSH_AUTHENTICATION_DATA in peer.push:
+                lanes.append((peer.id, peer.key, PushOperation.PUSH_AUTHENTICATION_DATA.value, True))
+        for peer_id, peer_key, operation, resyncs in lanes:
+            lane = await ctx.delivery.state(peer_id, peer_key, operation)
+            backlog = await ctx.cdr_outbox.count_pending(peer_key) if operation == CDR_OPERATION else lane.backlog
+            state.set("oicp_peer_delivery_backlog", backlog, peer_id, operation)
+            state.set("oicp_peer_consecutive_failures", lane.consecutive_failures, peer_id, operation)
+            if lane.last_success is not None:
+                state.set("oicp_peer_last_success_timestamp_seconds", lane.last_success, peer_id, operation)
+            current = lane_state(lane, resyncs)
+            for name in LANE_STATES:
+                state.set("oicp_peer_lane_state", 1 if name == current else 0, peer_id, operation, name)
+
+    async def _from_rabbitmq(self, state: NodeState) -> bool:
+        topology = self.ctx.topology
+        try:
+            depths = await self.inspector.depths(topology.queue_names())
+        except Exception as exc:
+            logger.warning("queue depths not read from RabbitMQ: %s", exc)
+            return False
+        dead_letters = topology.dead_letters.name
+        for name, depth in depths.items():
+            kind = "dead_letter" if name == dead_letters else "work"
+            state.set("oicp_queue_messages", depth.messages, name, kind)
+            state.set("oicp_queue_consumers", depth.consumers, name, kind)
+        return True
