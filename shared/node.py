@@ -17,9 +17,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from shared.settings import CONFIG_ENV, ConfigError, load_settings
+from shared.settings import CONFIG_ENV, WORKER_SERVICES, ConfigError, load_settings
 
-SERVICES = ("gateway", "evse_push", "authorization", "sessions", "cdr")
+SERVICES = ("gateway", *WORKER_SERVICES)
 CONFIG_ERROR_EXIT = 2
 
 
@@ -59,7 +59,8 @@ def run(configs: list[Path], demo_backend_for: list[Path] | None = None) -> int:
         print(
             f"node {settings.name}: OICP on {'https' if settings.oicp.tls else 'http'}://{settings.oicp.host}:"
             f"{settings.oicp.port}, internal API on "
-            f"http://{settings.internal.host}:{settings.internal.port}",
+            f"http://{settings.internal.host}:{settings.internal.port}, worker metrics on ports "
+            + ", ".join(f"{s} {settings.metrics.port_of(s)}" for s in WORKER_SERVICES),
             flush=True,
         )
 
