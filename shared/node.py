@@ -47,12 +47,20 @@ DEMO_BACKEND_SCRIPT = Path(__file__).resolve().parents[1] / "deploy" / "scripts"
 
 def run(configs: list[Path], demo_backend_for: list[Path] | None = None) -> int:
     children: list[Child] = []
+    # Here every process of every node shares one host: a port taken twice would leave a worker
+    # restarting forever. (In containers the workers may all use one port: each has its own address.)
+    port_owners: dict[int, str] = {}
     for config in configs:
         try:
             settings = load_settings(config)
         except ConfigError as exc:
             print(exc, file=sys.stderr)
             return CONFIG_ERROR_EXIT
+        for key, port in settings.listen_ports().items():
+            if (owner := port_owners.get(port)) is not None:
+                print(f"{config}: {key} is {port}, which {owner} has already", file=sys.stderr)
+                return CONFIG_ERROR_EXIT
+            port_owners[port] = f"{key} of {config}"
         children += [Child(settings.name, service, config) for service in SERVICES]
         if config in (demo_backend_for or []):
             children.append(Child(settings.name, DEMO_BACKEND, config))

@@ -634,6 +634,12 @@ class NodeSettings(BaseSettings):
                 )
             owners[peer.certificate_identity] = index
 
+    def listen_ports(self) -> dict[str, int]:
+        """Every port the node's processes listen on, by the key that sets it."""
+        ports = {"oicp.port": self.oicp.port, "internal.port": self.internal.port}
+        ports.update({f"metrics.ports.{s}": self.metrics.port_of(s) for s in WORKER_SERVICES})
+        return ports
+
     @property
     def roles(self) -> frozenset[Role]:
         roles = set()

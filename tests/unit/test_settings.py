@@ -407,6 +407,17 @@ def test_node_launcher_checks_every_file_before_starting_anything(tmp_path: Path
     assert "all processes stopped" not in result.stdout
 
 
+def test_node_launcher_refuses_a_port_taken_twice_on_its_host(tmp_path: Path) -> None:
+    ports = {"evse_push": 9301, "authorization": 9302, "sessions": 9303, "cdr": 9302}
+    bad = write(tmp_path, config(metrics={"ports": ports}))
+    result = run(["-m", "shared.node", str(bad)])
+    assert result.returncode == 2, result.stderr
+    assert "metrics.ports.cdr is 9302, which metrics.ports.authorization" in result.stderr
+    # two demo nodes on one host: the second must not reuse the first's ports
+    result = run(["-m", "shared.node", str(CONFIG_DIR / "demo-cpo.yaml"), str(CONFIG_DIR / "demo-cpo.yaml")])
+    assert result.returncode == 2 and "oicp.port is 7001" in result.stderr, result.stderr
+
+
 # ---- peer tokens --------------------------------------------------------------------------------
 
 INBOUND, OUTBOUND = "inbound-secret-1", "outbound-secret-2"
