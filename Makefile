@@ -15,7 +15,7 @@ help:
 	@echo "make certs  - demo CA, server and client certificates in deploy/certs/"
 	@echo "make test   - the whole test suite against the local RabbitMQ and Redis"
 	@echo "make lint   - ruff"
-	@echo "make docs   - regenerate docs/asyncapi.yaml from the code"
+	@echo "make docs   - regenerate docs/ from the code: asyncapi.yaml, events.md, configuration.md, openapi/*.json"
 	@echo "make bench  - benchmarks vs their baselines (BENCH_ARGS=\"status_fanout --large\"; see bench/README.md)"
 
 # uv lives in its own small venv so that `uv sync` never removes it from the project venv.
@@ -60,8 +60,12 @@ format: venv
 bench: venv services
 	$(PY) -m bench $(BENCH_ARGS)
 
+# Everything under docs/ that is generated from the code (unit tests fail when a committed file is stale).
 docs: venv
 	$(PY) -m shared.bus.asyncapi > docs/asyncapi.yaml
+	$(PY) -m shared.bus.catalogue > docs/events.md
+	$(PY) -m shared.config_reference > docs/configuration.md
+	$(PY) -m services.gateway.openapi docs/openapi
 
 clean:
 	rm -rf $(VENV) .uv .pytest_cache .ruff_cache

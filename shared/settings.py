@@ -240,7 +240,7 @@ class PeerAuth(StrEnum):
 class PeerConfig(Strict):
     """A roaming partner: a CPO peer (we are its EMP) or an EMP peer (we are its CPO)."""
 
-    role: Role  # before id: the id's validator needs it
+    role: Role = Field(description="cpo: the peer is a CPO (we are its EMP); emp: the peer is an EMP")  # before id
     id: str = Field(description="the peer's OperatorID (role cpo) or ProviderID (role emp)")
     base_url: AnyHttpUrl = Field(description="the peer's OICP base URL, without /api/oicp")
     inbound_token: SecretStr | None = Field(
@@ -258,7 +258,7 @@ class PeerConfig(Strict):
         "PushAuthenticationData to CPO peers that authorize offline",
     )
     batch_size: int = Field(default=500, ge=1, le=10_000, description="maximum records in one push request")
-    timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    timeout_seconds: float = Field(default=10.0, gt=0, le=120, description="deadline of every call to this peer")
     max_requests_per_second: float | None = Field(
         default=None, gt=0, description="rate limit of this node's calls to the peer (per operation lane)"
     )
@@ -276,7 +276,7 @@ class PeerConfig(Strict):
     pull: PullSchedule | None = Field(
         default=None, description="scheduled PullEvseData/PullEvseStatus from the peer (CPO peers only)"
     )
-    enabled: bool = True
+    enabled: bool = Field(default=True, description="false: no traffic with this peer (also switched at run time)")
     default_route: bool = Field(default=False, description="hub peer: route IDs without a direct peer here")
     cdr_fetch_interval_seconds: float | None = Field(
         default=None,
@@ -415,11 +415,13 @@ class OicpTlsSettings(Strict):
 
 
 class HttpListen(Strict):
-    host: str = "127.0.0.1"
-    port: int = Field(ge=1, le=65535)
+    host: str = Field(default="127.0.0.1", description="interface to listen on (0.0.0.0 in a container)")
+    port: int = Field(ge=1, le=65535, description="TCP port to listen on")
 
 
 class OicpApiSettings(HttpListen):
+    """The OICP port the partners call: both faces (CPO and EMP), by the node's roles."""
+
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, description="larger bodies get HTTP 413")
     max_json_depth: int = Field(
         default=32, ge=8, le=256, description="deeper JSON gets 400 (OICP bodies nest about 8 levels)"
@@ -439,6 +441,8 @@ class OicpApiSettings(HttpListen):
 
 
 class InternalApiSettings(HttpListen):
+    """The internal API: the company's own systems, operators, the CLI and the probes."""
+
     token: SecretStr = Field(description="bearer token of the internal API")
     monitoring_token: SecretStr | None = Field(
         default=None,
@@ -463,10 +467,10 @@ class WorkerMetricsPorts(Strict):
     """One port per worker service. Different ports where the workers share a host (``make run``, the
     tests); in containers every worker has its own address and they can all use the same port."""
 
-    evse_push: int = Field(default=9201, ge=1, le=65535)
-    authorization: int = Field(default=9202, ge=1, le=65535)
-    sessions: int = Field(default=9203, ge=1, le=65535)
-    cdr: int = Field(default=9204, ge=1, le=65535)
+    evse_push: int = Field(default=9201, ge=1, le=65535, description="metrics port of the evse_push worker")
+    authorization: int = Field(default=9202, ge=1, le=65535, description="metrics port of the authorization worker")
+    sessions: int = Field(default=9203, ge=1, le=65535, description="metrics port of the sessions worker")
+    cdr: int = Field(default=9204, ge=1, le=65535, description="metrics port of the cdr worker")
 
 
 class MetricsSettings(Strict):
@@ -481,25 +485,39 @@ class MetricsSettings(Strict):
 
 
 class RabbitSettings(Strict):
-    url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    """The message broker every service of the node shares."""
+
+    url: str = Field(
+        default="amqp://guest:guest@127.0.0.1:5672/", description="AMQP URL; a virtual host goes at its end"
+    )
     prefix: str = Field(
         default="", pattern=r"^[A-Za-z0-9_.\-]*$", description="prefix of every exchange and queue name"
     )
     delivery_limit: int = Field(default=5, ge=1, le=100, description="x-delivery-limit of work queues")
-    prefetch: int = Field(default=32, ge=1, le=1000)
+    prefetch: int = Field(default=32, ge=1, le=1000, description="unacknowledged deliveries per consumer")
 
 
 class RedisSettings(Strict):
-    url: str = "redis://127.0.0.1:6379/0"
-    key_prefix: str = Field(default="oicp:", pattern=r"^[A-Za-z0-9_.:\-]*$")
-    max_connections: int = Field(default=32, ge=2)
+    """The store of the node's state (ledger, outboxes, EVSE data, delivery lanes); use AOF persistence."""
+
+    url: str = Field(default="redis://127.0.0.1:6379/0", description="Redis URL (redis:// or rediss://)")
+    key_prefix: str = Field(
+        default="oicp:", pattern=r"^[A-Za-z0-9_.:\-]*$", description="prefix of every key (two nodes, one Redis)"
+    )
+    max_connections: int = Field(default=32, ge=2, description="connection pool size per process")
 
 
 class DeliverySettings(Strict):
-    poll_interval_seconds: float = Field(default=1.0, gt=0, le=60)
-    backoff_initial_seconds: float = Field(default=0.5, gt=0)
-    backoff_max_seconds: float = Field(default=60.0, gt=0)
-    lease_seconds: float = Field(default=15.0, ge=1)
+    """The per-peer delivery lanes of EVSE data, status, pricing and authentication data."""
+
+    poll_interval_seconds: float = Field(
+        default=1.0, gt=0, le=60, description="a lane looks for work this often even without a wake-up"
+    )
+    backoff_initial_seconds: float = Field(default=0.5, gt=0, description="first retry after a failed delivery")
+    backoff_max_seconds: float = Field(default=60.0, gt=0, description="retries back off exponentially up to this")
+    lease_seconds: float = Field(
+        default=15.0, ge=1, description="a lane's lease in Redis: one replica sends to a peer at a time"
+    )
     linger_seconds: float = Field(
         default=0.02, ge=0, le=5, description="a woken lane waits this long for more changes before it sends"
     )
@@ -509,6 +527,8 @@ class DeliverySettings(Strict):
 
 
 class AuthorizationSettings(Strict):
+    """AuthorizeStart/Stop in both roles and the offline tokens (authorization service)."""
+
     decider_timeout_seconds: float = Field(
         default=3.0, gt=0, le=30, description="EMP role: wait this long for the internal decider's answer"
     )
@@ -529,6 +549,8 @@ class AuthorizationSettings(Strict):
 
 
 class SessionSettings(Strict):
+    """Remote start/stop, reservations, charging notifications and the session ledger (sessions service)."""
+
     backend_timeout_seconds: float = Field(
         default=8.0,
         gt=0,
@@ -548,6 +570,8 @@ class SessionSettings(Strict):
 
 
 class CdrSettings(Strict):
+    """Charge detail records: the CPO outbox, the EMP inbox, GetChargeDetailRecords (cdr service)."""
+
     max_attempts: int = Field(
         default=60,
         ge=1,
@@ -567,7 +591,9 @@ class NodeSettings(BaseSettings):
         env_prefix="OICP_P2P_", env_nested_delimiter="__", extra="forbid", validate_default=True
     )
 
-    name: str = Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9_.\-]{1,64}$", description="the node's name: in connection names and log lines"
+    )
     operator_ids: list[OperatorIdStr] = Field(default_factory=list, description="own OperatorIDs: CPO role")
     provider_ids: list[ProviderIdStr] = Field(default_factory=list, description="own ProviderIDs: EMP role")
     oicp: OicpApiSettings
@@ -581,7 +607,9 @@ class NodeSettings(BaseSettings):
     rate_limits: RateLimits = Field(default_factory=RateLimits)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     peers: list[PeerConfig] = Field(default_factory=list)
-    log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
+    log_level: str = Field(
+        default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$", description="log level of every service"
+    )
 
     @field_validator("peers")
     @classmethod

@@ -2,8 +2,9 @@
 
 It publishes exactly the commands of the bus (``POST /commands/{type}``), manages peers (the P2P
 counterpart of Hubject's RegisterProvider / RegisterOperator), shows look-ups and delivery state,
-and serves ``/healthz`` (the only path without a token, for liveness probes), ``/readyz`` and
-``/metrics`` (with the internal token or the read-only ``internal.monitoring_token``).
+and serves ``/readyz`` and ``/metrics`` (with the internal token or the read-only
+``internal.monitoring_token``). Without a token: ``/healthz`` (liveness probes) and the OpenAPI documents
+``/openapi/oicp.json`` and ``/openapi/internal.json`` (documentation, no data).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.gateway.context import GatewayContext
 from services.gateway.node_metrics import NodeMetrics
+from services.gateway.openapi import openapi_routes
 from shared.bus.client import BusUnavailable
 from shared.bus.messages import COMMAND_PAYLOADS, INTERNAL_COMMANDS, CommandType, EvseStatusSet, Payload
 from shared.metrics import bearer_matches, metrics_endpoint
@@ -527,6 +529,7 @@ def create_internal_app(ctx: GatewayContext) -> ASGIApp:
         Route("/sessions", protected(list_sessions), methods=["GET"]),
         Route("/sessions/without-cdr", protected(sessions_without_cdr), methods=["GET"]),
         Route("/sessions/{session_id}", protected(show_session), methods=["GET"]),
+        *openapi_routes(),
     ]
 
     @contextlib.asynccontextmanager
