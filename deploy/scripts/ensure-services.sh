@@ -38,4 +38,20 @@ if ! port_open 5672; then
     missing=1
   fi
 fi
+
+# Prometheus and promtool (the monitoring tests run the real ones: tests/unit/test_monitoring_files.py,
+# tests/e2e/test_monitoring.py). The Debian package brings both. Not needed by `make run`, so a missing
+# one is reported, not fatal; the tests fail with the same message.
+if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing Prometheus (Debian package prometheus) for the monitoring tests"
+    { DEBIAN_FRONTEND=noninteractive apt-get update -qq \
+        && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; } >/dev/null \
+      || echo "ERROR: apt-get install prometheus failed" >&2
+    # The package may start its own service on :9090; the tests run their own Prometheus on a free port.
+    { service prometheus stop || systemctl stop prometheus; } >/dev/null 2>&1 || true
+  fi
+  command -v promtool >/dev/null && command -v prometheus >/dev/null \
+    || echo "WARNING: prometheus/promtool not installed (apt-get install prometheus): the monitoring tests will fail" >&2
+fi
 exit $missing

@@ -28,7 +28,7 @@ import pytest
 import pytest_asyncio
 
 from tests.support.bodies import evse_record
-from tests.support.nodes import AMQP_URL, REPO, NodeProcesses, NodeSpec, cleanup, wait_until
+from tests.support.nodes import AMQP_URL, REPO, NodeProcesses, NodeSpec, cleanup, free_port, wait_until
 from tests.support.sinks import OicpSink
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
@@ -238,7 +238,10 @@ def evse_push_children(processes: NodeProcesses) -> list[int]:
 
 
 async def test_two_evse_push_replicas_never_overlap_and_lose_nothing_when_one_is_killed(fan: Fan) -> None:
-    env = dict(os.environ, OICP_P2P_CONFIG=str(fan.processes.configs[0]))
+    # a replica on the same host needs a metrics port of its own (in containers each has its address)
+    env = dict(
+        os.environ, OICP_P2P_CONFIG=str(fan.processes.configs[0]), OICP_P2P_METRICS__PORTS__EVSE_PUSH=str(free_port())
+    )
     log = (Path(fan.processes.log_path).parent / "second-evse-push.log").open("wb")
     second = subprocess.Popen(
         [sys.executable, "-m", "services.evse_push"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT

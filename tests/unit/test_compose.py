@@ -47,11 +47,6 @@ SHUTDOWN_HOOKS_SECONDS = 5.0
 #: stop_grace_period must exceed the shutdown by this factor: a loaded host stops more slowly.
 GRACE_MARGIN = 1.5
 
-# TODO(lead): drop once deploy/prometheus lands (other engineers write deploy/prometheus and
-# deploy/grafana while this test is written: their mounts are checked once prometheus.yml exists).
-MONITORING_FILES_LANDED = (REPO / "deploy" / "prometheus" / "prometheus.yml").exists()
-MONITORING_DIRS = ("deploy/prometheus", "deploy/grafana")
-
 
 # ---- compose's variable interpolation (${VAR}, ${VAR:-default}, ${VAR:?error}, ...) ----------------
 
@@ -429,11 +424,9 @@ def test_bind_mounts_exist_in_the_repository() -> None:
                 continue
             assert source.startswith("./"), f"{name}: bind mount {source} is not relative to the repository"
             relative = source.removeprefix("./").rstrip("/")
-            if relative.startswith(MONITORING_DIRS) and not MONITORING_FILES_LANDED:
-                continue  # TODO(lead): drop once deploy/prometheus lands
             assert (REPO / relative).exists(), f"{name}: {source} (mounted at {target}) does not exist"
             checked += 1
-    assert checked >= 2  # at least RabbitMQ's files
+    assert checked == 5  # RabbitMQ's two files, Prometheus' directory, Grafana's two
 
 
 def test_named_volumes_are_declared_and_keep_the_state() -> None:
@@ -460,10 +453,9 @@ def test_prometheus_and_grafana_read_their_mounted_configuration() -> None:
     grafana_binds = {target: source for kind, source, target in mounts(services()["grafana"]) if kind == "bind"}
     assert grafana_binds.get("/etc/grafana/provisioning") == "./deploy/grafana/provisioning"
     assert grafana_binds.get("/var/lib/grafana/dashboards") == "./deploy/grafana/dashboards"
-    if MONITORING_FILES_LANDED:  # TODO(lead): drop once deploy/prometheus lands
-        prometheus_yml = REPO / "deploy" / "prometheus" / config.removeprefix("/etc/prometheus/")
-        assert prometheus_yml.is_file()
-        assert f"/run/secrets/{MONITORING_SECRET}" in prometheus_yml.read_text()
+    prometheus_yml = REPO / "deploy" / "prometheus" / config.removeprefix("/etc/prometheus/")
+    assert prometheus_yml.is_file()
+    assert f"/run/secrets/{MONITORING_SECRET}" in prometheus_yml.read_text()
 
 
 def test_infrastructure_images_are_pinned_and_configured() -> None:
