@@ -23,6 +23,7 @@ import orjson
 import pytest
 import yaml
 
+from shared.metrics import NODE_STATE_GAUGES
 from shared.settings import WORKER_SERVICES
 from tests.support.nodes import POLL_INTERVAL, REPO, NodeSpec, free_port
 
@@ -88,23 +89,7 @@ HISTOGRAMS = frozenset(
     }
 )
 #: Exported by the gateway from Redis and RabbitMQ: the same on every replica, never to be summed.
-NODE_WIDE_GAUGES = frozenset(
-    {
-        "oicp_sessions",
-        "oicp_sessions_without_cdr",
-        "oicp_cdrs_pending",
-        "oicp_cdrs_parked",
-        "oicp_cdrs_without_session",
-        "oicp_peer_delivery_backlog",
-        "oicp_peer_last_success_timestamp_seconds",
-        "oicp_peer_consecutive_failures",
-        "oicp_peer_lane_state",
-        "oicp_queue_messages",
-        "oicp_queue_consumers",
-        "oicp_redis_up",
-        "oicp_rabbitmq_up",
-    }
-)
+NODE_WIDE_GAUGES = frozenset(NODE_STATE_GAUGES)
 
 _KEYWORDS = frozenset(
     {"and", "or", "unless", "bool", "offset", "by", "without", "on", "ignoring", "group_left", "group_right"}
