@@ -4,7 +4,9 @@
 * ``add_arguments(group)`` its own options, each defaulting to None when the size decides it,
 * ``resolve(args, size)`` fills in what the size (``small`` or ``large``) decides,
 * ``async run(args, artefacts)`` runs the system under test and its baseline, returns a JSON-able dict,
-* ``table(result)`` rows ``(metric, system, baseline, ratio)`` for the printed summary.
+* ``table(result)`` rows ``(metric, system, baseline, ratio)`` for the printed summary,
+* ``targets(result)`` rows ``(target, measured, met)`` against issue #8's goals, for the final summary,
+* ``plot(result, path)`` draws the run's PNG (helpers in ``bench.plots``).
 """
 
 from __future__ import annotations
