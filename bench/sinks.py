@@ -4,14 +4,20 @@ The sinks run apart from the benchmark's driver so that neither the node's drive
 baseline sender competes with them for one event loop; receipt times are ``time.monotonic()``, which
 on Linux is the system-wide CLOCK_MONOTONIC and so comparable with the driver's send times.
 
-``python -m bench.sinks --count N`` prints one JSON line ``{"control": port, "ports": [...]}`` once
-every sink listens, and exits on SIGTERM or when its stdin closes (so it never outlives the
+``python -m bench.sinks --count N [--delays 0,0,5,…]`` prints one JSON line ``{"control": port,
+"ports": [...]}`` once every sink listens, and exits on SIGTERM or when its stdin closes (so it never outlives the
 benchmark, even one that was killed). The control server (``SinkControl`` is its client):
 
 * ``POST /reset``    forget the records received so far; ``{"state": true}`` also the sinks' state
 * ``POST /expect``   ``{EvseID: status}``: the state every sink must end with
 * ``GET /progress``  requests, records, last receipt, sinks/records not yet at the expected state
+                     (in total and per sink, so a caller can wait for some of the sinks only)
 * ``GET /dump``      per sink: request count, batch sizes, and every record as [EvseID, status, t]
+
+A sink with a delay (``--delays``, seconds per sink, missing ones 0) records a push when it arrives
+and answers it that much later: a slow peer (the isolation scenario). How far each sink is from the
+expected state is kept up to date record by record, so ``/progress`` costs nothing however many
+sinks and EVSEs there are (10,000 EVSEs × 100 sinks were a million comparisons per poll).
 """
 
 from __future__ import annotations
@@ -45,14 +51,18 @@ def _listening_socket() -> socket.socket:
 class SinkFleet:
     """The sinks and what they received."""
 
-    def __init__(self, count: int) -> None:
+    def __init__(self, count: int, delays: list[float] | None = None) -> None:
         self.count = count
+        self.delays = [(delays or [])[i] if i < len(delays or []) else 0.0 for i in range(count)]
         self.records: list[list[tuple[str, str, float]]] = [[] for _ in range(count)]
         self.batches: list[list[int]] = [[] for _ in range(count)]
         self.latest: list[dict[str, str]] = [{} for _ in range(count)]
         self.other = 0  # requests that were not a PushEvseStatus
         self.expected: dict[str, str] = {}
+        # per sink: the expected EVSEs whose latest status differs from the expected one
+        self.behind: list[set[str]] = [set() for _ in range(count)]
         self.last_receipt = 0.0
+        self.last_receipts = [0.0] * count
         self.ports: list[int] = []
         self._runners: list[web.AppRunner] = []
 
@@ -65,13 +75,22 @@ class SinkFleet:
         except (orjson.JSONDecodeError, KeyError, TypeError):
             self.other += 1
             return web.Response(body=ACK, content_type="application/json")
-        log, latest = self.records[index], self.latest[index]
+        log, latest, behind, expected = self.records[index], self.latest[index], self.behind[index], self.expected
         for record in records:
             evse, status = record["EvseID"], record["EvseStatus"]
             log.append((evse, status, now))
             latest[evse] = status
+            if expected:
+                want = expected.get(evse)
+                if want is not None:
+                    if want == status:
+                        behind.discard(evse)
+                    else:
+                        behind.add(evse)
         self.batches[index].append(len(records))
-        self.last_receipt = now
+        self.last_receipt = self.last_receipts[index] = now
+        if self.delays[index]:
+            await asyncio.sleep(self.delays[index])
         return web.Response(body=ACK, content_type="application/json")
 
     async def start(self) -> None:
@@ -101,22 +120,27 @@ class SinkFleet:
             if state:
                 self.latest[index] = {}
         self.other = 0
-        self.expected = {}
+        self.expect({})
         self.last_receipt = 0.0
+        self.last_receipts = [0.0] * self.count
+
+    def expect(self, expected: dict[str, str]) -> None:
+        self.expected = expected
+        self.behind = [
+            {evse for evse, status in expected.items() if latest.get(evse) != status} for latest in self.latest
+        ]
 
     def progress(self) -> dict[str, Any]:
-        behind_sinks = behind_records = 0
-        for latest in self.latest:
-            behind = sum(1 for evse, status in self.expected.items() if latest.get(evse) != status)
-            behind_records += behind
-            behind_sinks += behind > 0
+        behind = [len(b) for b in self.behind]
         return {
             "requests": sum(len(b) for b in self.batches),
             "records": sum(len(r) for r in self.records),
             "other": self.other,
             "last_receipt": self.last_receipt,
-            "behind_sinks": behind_sinks,
-            "behind_records": behind_records,
+            "behind_sinks": sum(1 for b in behind if b),
+            "behind_records": sum(behind),
+            "behind_by_sink": behind,
+            "last_receipt_by_sink": self.last_receipts,
         }
 
     def control_app(self) -> web.Application:
@@ -125,7 +149,7 @@ class SinkFleet:
             return web.json_response({"reset": True})
 
         async def expect(request: web.Request) -> web.Response:
-            self.expected = orjson.loads(await request.read())
+            self.expect(orjson.loads(await request.read()))
             return web.json_response({"expected": len(self.expected)})
 
         async def progress(request: web.Request) -> web.Response:
@@ -145,8 +169,8 @@ class SinkFleet:
         return app
 
 
-async def serve(count: int) -> None:
-    fleet = SinkFleet(count)
+async def serve(count: int, delays: list[float] | None = None) -> None:
+    fleet = SinkFleet(count, delays)
     await fleet.start()
     control = web.AppRunner(fleet.control_app(), access_log=None, handle_signals=False)
     await control.setup()
@@ -176,8 +200,9 @@ async def serve(count: int) -> None:
 class SinkControl:
     """The benchmark's handle on a sink process: start, control, stop."""
 
-    def __init__(self, count: int) -> None:
+    def __init__(self, count: int, delays: list[float] | None = None) -> None:
         self.count = count
+        self.delays = delays or []
         self.process: asyncio.subprocess.Process | None = None
         self.ports: list[int] = []
         self.control_url = ""
@@ -198,6 +223,7 @@ class SinkControl:
             "bench.sinks",
             "--count",
             str(self.count),
+            *(["--delays", ",".join(f"{d:g}" for d in self.delays)] if self.delays else []),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
         )
@@ -228,15 +254,26 @@ class SinkControl:
     async def dump(self) -> list[dict[str, Any]]:
         return (await self._call("GET", "/dump"))["sinks"]
 
-    async def wait_converged(self, deadline: float, quiet_s: float = 1.0) -> dict[str, Any]:
-        """Until every sink holds the expected state and nothing arrived for ``quiet_s`` (a late,
-        stale delivery would otherwise go unnoticed), or the monotonic ``deadline``.
+    async def wait_converged(
+        self, deadline: float, quiet_s: float = 1.0, only: list[int] | None = None
+    ) -> dict[str, Any]:
+        """Until every sink (or every sink of ``only``) holds the expected state and nothing arrived
+        for ``quiet_s`` (a late, stale delivery would otherwise go unnoticed), or the monotonic
+        ``deadline``.
 
-        Returns the last progress with ``converged_at`` (first moment all sinks agreed) or None.
+        Returns the last progress with ``converged_at`` (first moment all sinks agreed) or None;
+        with ``only``, ``behind_records``/``behind_sinks``/``last_receipt`` count those sinks only.
         """
         converged_at: float | None = None
         while True:
             progress = await self.progress()
+            if only is not None:
+                behind = [progress["behind_by_sink"][i] for i in only]
+                progress |= {
+                    "behind_records": sum(behind),
+                    "behind_sinks": sum(1 for b in behind if b),
+                    "last_receipt": max([0.0, *(progress["last_receipt_by_sink"][i] for i in only)]),
+                }
             now = time.monotonic()
             if progress["behind_records"] == 0:
                 converged_at = converged_at or now
@@ -263,11 +300,13 @@ class SinkControl:
 def main() -> None:
     parser = argparse.ArgumentParser(description="N OICP sink peers for the benchmarks")
     parser.add_argument("--count", type=int, required=True)
+    parser.add_argument("--delays", default="", help="seconds each sink waits before answering, comma-separated")
     args = parser.parse_args()
+    delays = [float(d) for d in args.delays.split(",") if d.strip()]
     import uvloop
 
     with contextlib.suppress(KeyboardInterrupt):
-        uvloop.run(serve(args.count))
+        uvloop.run(serve(args.count, delays))
 
 
 if __name__ == "__main__":

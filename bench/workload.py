@@ -156,19 +156,20 @@ class Tracer:
         return found, unmatched
 
 
-def percentiles(values: list[float], scale: float = 1000.0) -> dict[str, float | None]:
-    """p50/p95/p99/max/mean (nearest rank), in milliseconds by default."""
+def percentiles(
+    values: list[float], scale: float = 1000.0, quantiles: tuple[int, ...] = (50, 95, 99)
+) -> dict[str, float | None]:
+    """p<q> for each quantile, max and mean (nearest rank), in milliseconds by default."""
+    keys = (*(f"p{q}" for q in quantiles), "max", "mean")
     if not values:
-        return {"p50": None, "p95": None, "p99": None, "max": None, "mean": None}
+        return dict.fromkeys(keys)
     ordered = sorted(values)
 
     def rank(q: float) -> float:
         return round(ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))] * scale, 2)
 
     return {
-        "p50": rank(0.50),
-        "p95": rank(0.95),
-        "p99": rank(0.99),
+        **{f"p{q}": rank(q / 100) for q in quantiles},
         "max": round(ordered[-1] * scale, 2),
         "mean": round(sum(ordered) / len(ordered) * scale, 2),
     }

@@ -13,8 +13,13 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from bench.scenarios import status_fanout
+from bench.scenarios import authorization, cdr_flow, full_load, gateway_ingest, isolation, status_fanout
 
 SCENARIOS: dict[str, ModuleType] = {
     "status_fanout": status_fanout,
+    "isolation": isolation,
+    "authorization": authorization,
+    "gateway_ingest": gateway_ingest,
+    "full_load": full_load,
+    "cdr_flow": cdr_flow,
 }

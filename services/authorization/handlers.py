@@ -16,11 +16,11 @@ from datetime import UTC
 from typing import Any
 
 from faststream.rabbit import RabbitResponse
-from faststream.rabbit.annotations import RabbitMessage
 
 from services.authorization import cpo, emp
 from services.authorization.app import AuthorizationDeps
 from shared.bus import replies
+from shared.bus.annotations import RabbitMessage
 from shared.bus.envelope import Envelope
 from shared.bus.messages import (
     AuthDataIngest,

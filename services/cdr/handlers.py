@@ -12,11 +12,11 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from faststream.rabbit import RabbitResponse
-from faststream.rabbit.annotations import RabbitMessage
 
 from services.cdr import fetch, inbox, outbox
 from services.cdr.app import CdrDeps
 from shared.bus import replies
+from shared.bus.annotations import RabbitMessage
 from shared.bus.envelope import Envelope
 from shared.bus.messages import CdrFetch, CdrIngest, CdrReplay, CdrSubmit, CommandReply, CommandType
 

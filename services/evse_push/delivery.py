@@ -26,6 +26,7 @@ from datetime import datetime
 
 import orjson
 import redis.asyncio as aioredis
+from prometheus_client import Histogram
 
 from services.evse_push.sources import Item, PushSource
 from shared.bus.client import Bus, BusUnavailable
@@ -78,6 +79,7 @@ class PushLane(LeasedLane):
         self.limiter = RateLimiter(peer.max_requests_per_second)
         self._next_attempt = 0.0
         self._lease_renewed = 0.0
+        self._propagation: Histogram | None = None
 
     async def _run(self) -> None:
         settings = self.manager.settings
@@ -105,7 +107,10 @@ class PushLane(LeasedLane):
         wait = self._next_attempt - time.time()
         if wait > 0:
             await asyncio.sleep(wait)
-        if not await self._hold_lease():
+        # Taken or renewed only when a third of its period has passed (as before every request): a
+        # lease renewed that recently is still ours, since only its holder renews or releases it. One
+        # Redis round trip less per round, which counts at ~100 lanes woken by every change.
+        if not await self._renew_lease_if_old():
             return  # another replica is this lane's sender now
         # Read once per round: while this replica holds the lease only this lane changes the state.
         reason = await store.resync_reason(self.peer.key, self.operation, settings.resync_after_seconds)
@@ -179,12 +184,12 @@ class PushLane(LeasedLane):
         if self.operation is not PushOperation.PUSH_EVSE_STATUS:
             return
         now = time.time()
+        histogram = self._propagation or EVSE_STATUS_PROPAGATION.labels(self.peer.id)
+        self._propagation = histogram  # (the labelled child, looked up once per lane)
         for key in keys:
             with contextlib.suppress(Exception):
                 changed_at = orjson.loads(batch[key.encode()])["t"]
-                EVSE_STATUS_PROPAGATION.labels(self.peer.id).observe(
-                    max(0.0, now - datetime.fromisoformat(changed_at).timestamp())
-                )
+                histogram.observe(max(0.0, now - datetime.fromisoformat(changed_at).timestamp()))
 
     # ---- resync: a fullLoad of everything meant for the peer ------------------------------------
 

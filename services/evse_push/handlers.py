@@ -20,11 +20,11 @@ from datetime import UTC
 from typing import Any
 
 from faststream.rabbit import RabbitResponse
-from faststream.rabbit.annotations import RabbitMessage
 
 from services.evse_push.app import EvsePushDeps
 from services.evse_push.sources import evse_pricing_key, pricing_product_key
 from shared.bus import replies
+from shared.bus.annotations import RabbitMessage
 from shared.bus.envelope import Envelope
 from shared.bus.messages import (
     CommandReply,

@@ -17,7 +17,9 @@ Decisions where the spec is silent:
 from __future__ import annotations
 
 import re
+from typing import Any
 
+from pydantic import Field
 from starlette.requests import Request
 
 from services.gateway.context import GatewayContext
@@ -26,7 +28,6 @@ from shared.oicp import (
     MAX_CDR_PAGE_SIZE,
     EvseDataResponse,
     OICPModel,
-    PullEvseDataRecord,
     PullEvseDataRequest,
     StatusCode,
     StatusCodeValue,
@@ -97,15 +98,31 @@ async def pull_evse_data(
         raise Refusal(StatusCodeValue.DATA_ERROR, f"SearchCenter.GeoCoordinates: {exc}", "invalid_query") from exc
     fmt = body.geo_coordinates_response_format
     content = [
-        PullEvseDataRecord.from_oicp(
-            {**record, **{name: convert_oicp(record[name], fmt) for name in GEO_FIELDS if name in record}}
-        )
+        {**record, **{name: convert_oicp(record[name], fmt) for name in GEO_FIELDS if name in record}}
         for record in records
     ]
     # The store pages server-side, so EvseDataResponse.page (which slices a full list) does not fit;
     # the page fields come from the same helper it uses.
-    return EvseDataResponse(
+    return StoredEvseDataPage(
         content=content,
         status_code=StatusCode.of(StatusCodeValue.SUCCESS),
         **EvseDataResponse._page_fields(total, page, size, len(content)),
     )
+
+
+class StoredEvseDataPage(EvseDataResponse):
+    """EvseDataResponse whose ``content`` is the read model's PullEvseDataRecord JSON as it is.
+
+    Every stored record was validated as an EvseDataRecord when it was stored and is kept as that
+    model's OICP JSON; the store adds OperatorID, OperatorName, lastUpdate and deltaType from values
+    it validated too. Validating each record into a PullEvseDataRecord and dumping it again on every
+    pull gave the same JSON (field order aside) and took about half of a 2,000-record page's time
+    (bench ``full_load``, py-spy)."""
+
+    content: list[dict[str, Any]] = Field(alias="content")  # type: ignore[assignment]
+
+    def to_oicp(self) -> dict[str, Any]:
+        return {
+            "content": self.content,
+            **self.model_dump(by_alias=True, exclude_none=True, mode="json", exclude={"content"}),
+        }

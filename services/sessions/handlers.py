@@ -14,11 +14,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from faststream.rabbit import RabbitResponse
-from faststream.rabbit.annotations import RabbitMessage
 
 from services.sessions import cpo, emp
 from services.sessions.app import SessionsDeps
 from shared.bus import replies
+from shared.bus.annotations import RabbitMessage
 from shared.bus.envelope import Envelope
 from shared.bus.messages import (
     CommandReply,

@@ -48,6 +48,10 @@ def create_broker(settings: NodeSettings, service: str) -> RabbitBroker:
         reconnect_interval=1.0,
         fail_fast=False,
         logger=logging.getLogger(f"faststream.{service}"),
+        # FastStream's "Received"/"Processed" line for every message: DEBUG, not INFO. At INFO it was
+        # two formatted lines and two writes per command in the workers' hot path (bench
+        # gateway_ingest); the faststream_* metrics count messages.
+        log_level=logging.DEBUG,
         description=f"oicp-p2p {service} of node {settings.name}",
         # per-handler received/processed/published counts and durations (faststream_* metrics)
         middlewares=[RabbitPrometheusMiddleware(registry=REGISTRY, app_name=service)],

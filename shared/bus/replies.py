@@ -16,8 +16,8 @@ import orjson
 import redis.asyncio as aioredis
 from faststream.middlewares import AckPolicy
 from faststream.rabbit import RabbitBroker, RabbitResponse
-from faststream.rabbit.annotations import RabbitMessage
 
+from shared.bus.annotations import RabbitMessage
 from shared.bus.envelope import Envelope
 from shared.bus.messages import CommandReply, CommandType
 from shared.bus.rpc import deadline_passed
