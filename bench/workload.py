@@ -17,6 +17,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 OPERATOR_ID = "DE*BEN"
 STATUS_CYCLE = ("Available", "Occupied", "Reserved", "OutOfService", "Unknown")
@@ -173,3 +174,17 @@ def percentiles(
         "max": round(ordered[-1] * scale, 2),
         "mean": round(sum(ordered) / len(ordered) * scale, 2),
     }
+
+
+def fmt(value: Any) -> str:
+    """A figure for the summary tables: thousands separators, two decimals below 100, "-" for none."""
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.2f}" if abs(value) < 100 else f"{value:,.0f}"
+    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
+
+
+def ratio(system: float | None, baseline: float | None) -> float | None:
+    """system / baseline, None when either is missing or the baseline is 0."""
+    return round(system / baseline, 2) if system is not None and baseline else None

@@ -42,7 +42,7 @@ import redis.asyncio as aioredis
 from bench import plots, procstats
 from bench.node_services import NodeServices
 from bench.profile_summary import summarise as summarise_profile
-from bench.workload import percentiles
+from bench.workload import fmt, percentiles
 from shared.bus.messages import Token
 from shared.oicp.operations import OPERATIONS_BY_NAME
 from shared.stores.redis import KeySpace
@@ -750,14 +750,6 @@ async def run(args: argparse.Namespace, artefacts: Path) -> dict[str, Any]:
     return result
 
 
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:,.2f}" if abs(value) < 100 else f"{value:,.0f}"
-    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
-
-
 def table(result: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     rows: list[tuple[str, str, str, str]] = []
     for part, title in (("emp", "EMP AuthorizeStart"), ("broadcast", "RFID broadcast")):
@@ -767,32 +759,32 @@ def table(result: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         node, base, ratios = r["node"], r["baseline"], r["ratios"]
         for key in ("p50", "p90", "p99", "max"):
             ratio = f"{ratios[key]:.2f}x" if ratios.get(key) is not None else ""
-            rows.append((f"{title} {key} ms", _fmt(node["latency_ms"][key]), _fmt(base["latency_ms"][key]), ratio))
-        rows.append((f"{title} requests/s offered", _fmt(node["offered_per_s"]), _fmt(base["offered_per_s"]), ""))
-        rows.append((f"{title} answered", _fmt(node["answered"]), _fmt(base["answered"]), ""))
-        rows.append((f"{title} wrong answers", _fmt(node["wrong_answers"]), _fmt(base["wrong_answers"]), ""))
-        rows.append((f"{title} errors", _fmt(node["errors"]), _fmt(base["errors"]), ""))
+            rows.append((f"{title} {key} ms", fmt(node["latency_ms"][key]), fmt(base["latency_ms"][key]), ratio))
+        rows.append((f"{title} requests/s offered", fmt(node["offered_per_s"]), fmt(base["offered_per_s"]), ""))
+        rows.append((f"{title} answered", fmt(node["answered"]), fmt(base["answered"]), ""))
+        rows.append((f"{title} wrong answers", fmt(node["wrong_answers"]), fmt(base["wrong_answers"]), ""))
+        rows.append((f"{title} errors", fmt(node["errors"]), fmt(base["errors"]), ""))
         rows.append(
             (
                 f"{title} send lateness p99 ms",
-                _fmt(node["send_lateness_ms"]["p99"]),
-                _fmt(base["send_lateness_ms"]["p99"]),
+                fmt(node["send_lateness_ms"]["p99"]),
+                fmt(base["send_lateness_ms"]["p99"]),
                 "",
             )
         )
         rows.append(
-            (f"{title} peak RSS MiB", _fmt(node.get("peak_rss_mib_total")), _fmt(base.get("peak_rss_mib_total")), "")
+            (f"{title} peak RSS MiB", fmt(node.get("peak_rss_mib_total")), fmt(base.get("peak_rss_mib_total")), "")
         )
         if part == "emp":
             ls, lb = r["load_store"], r["load_baseline"]
-            rows.append(("tokens loaded", _fmt(ls["tokens"]), _fmt(lb["tokens"]), ""))
-            rows.append(("token loading s", _fmt(ls["seconds"]), _fmt(lb["seconds"]), ""))
-            rows.append(("token data in Redis MiB", _fmt(ls["redis_mib"]), _fmt(lb["redis_mib"]), ""))
+            rows.append(("tokens loaded", fmt(ls["tokens"]), fmt(lb["tokens"]), ""))
+            rows.append(("token loading s", fmt(ls["seconds"]), fmt(lb["seconds"]), ""))
+            rows.append(("token data in Redis MiB", fmt(ls["redis_mib"]), fmt(lb["redis_mib"]), ""))
         else:
-            rows.append(("EMP nodes (gateway + authorization)", _fmt(r["emp_nodes"]), _fmt(r["emp_nodes"]), ""))
+            rows.append(("EMP nodes (gateway + authorization)", fmt(r["emp_nodes"]), fmt(r["emp_nodes"]), ""))
         for name in sorted(set(node["cpu_seconds"]) | set(base["cpu_seconds"])):
             rows.append(
-                (f"{title} CPU s {name}", _fmt(node["cpu_seconds"].get(name)), _fmt(base["cpu_seconds"].get(name)), "")
+                (f"{title} CPU s {name}", fmt(node["cpu_seconds"].get(name)), fmt(base["cpu_seconds"].get(name)), "")
             )
     return rows
 
@@ -813,7 +805,7 @@ def targets(result: dict[str, Any]) -> list[tuple[str, str, bool]]:
         rows.append(
             (
                 f"EMP AuthorizeStart p99 ≤ {TARGET_AUTH_P99_MS:g} ms at {TARGET_AUTH_RATE:g}/s, 1,000,000 tokens",
-                f"p99 {_fmt(p99)} ms at {_fmt(node['offered_per_s'])}/s, {r['tokens']:,} tokens, "
+                f"p99 {fmt(p99)} ms at {fmt(node['offered_per_s'])}/s, {r['tokens']:,} tokens, "
                 f"{node['errors']} errors, {node['wrong_answers']} wrong",
                 ok,
             )
@@ -826,7 +818,7 @@ def targets(result: dict[str, Any]) -> list[tuple[str, str, bool]]:
         rows.append(
             (
                 f"RFID broadcast CPO → 10 EMP nodes p99 ≤ {TARGET_BROADCAST_P99_MS:g} ms",
-                f"p99 {_fmt(p99)} ms to {r['emp_nodes']} EMP nodes at {_fmt(node['offered_per_s'])}/s, "
+                f"p99 {fmt(p99)} ms to {r['emp_nodes']} EMP nodes at {fmt(node['offered_per_s'])}/s, "
                 f"{node['errors']} errors, {node['wrong_answers']} wrong",
                 ok,
             )

@@ -40,7 +40,7 @@ import redis.asyncio as aioredis
 
 from bench import plots, procstats
 from bench.bare_oicp_server import BareServer
-from bench.workload import percentiles
+from bench.workload import fmt, percentiles, ratio
 from shared.oicp.operations import OPERATIONS_BY_NAME
 from tests.support.cdrs import cdr_body
 from tests.support.nodes import AMQP_URL, REDIS_URL, NodeProcesses, NodeSpec, cleanup
@@ -333,9 +333,6 @@ async def run(args: argparse.Namespace, artefacts: Path) -> dict[str, Any]:
     node = await run_node(args, cdrs, artefacts)
     baseline = await run_baseline(args, cdrs)
 
-    def ratio(a: float | None, b: float | None) -> float | None:
-        return round(a / b, 2) if a is not None and b else None
-
     return {
         "params": params,
         "node": node,
@@ -359,16 +356,6 @@ def exactly_once(system: dict[str, Any]) -> bool:
     )
 
 
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return str(value)
-    if isinstance(value, float):
-        return f"{value:,.2f}" if abs(value) < 100 else f"{value:,.0f}"
-    return f"{value:,}" if isinstance(value, int) else str(value)
-
-
 def table(result: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     node, base, ratios = result["node"], result["baseline"], result["ratios"]
 
@@ -384,17 +371,17 @@ def table(result: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         ),
         (
             "delivered CDRs/s (sustained)",
-            _fmt(node["delivered_per_s"]),
-            _fmt(base["delivered_per_s"]),
+            fmt(node["delivered_per_s"]),
+            fmt(base["delivered_per_s"]),
             r(ratios["delivered_per_s"]),
         ),
-        ("accepted CDRs/s (submit)", _fmt(node["accepted_per_s"]), _fmt(base["accepted_per_s"]), ""),
-        ("end-to-end p50 ms", _fmt(node["latency_ms"]["p50"]), _fmt(base["latency_ms"]["p50"]), r(ratios["p50"])),
-        ("end-to-end p95 ms", _fmt(node["latency_ms"]["p95"]), _fmt(base["latency_ms"]["p95"]), ""),
-        ("end-to-end p99 ms", _fmt(node["latency_ms"]["p99"]), _fmt(base["latency_ms"]["p99"]), r(ratios["p99"])),
-        ("end-to-end max ms", _fmt(node["latency_ms"]["max"]), _fmt(base["latency_ms"]["max"]), ""),
-        ("submit answer p99 ms", _fmt(node["submit_ack_ms"]["p99"]), "", ""),
-        ("first submit → last receipt s", _fmt(node["window_s"]), _fmt(base["window_s"]), ""),
+        ("accepted CDRs/s (submit)", fmt(node["accepted_per_s"]), fmt(base["accepted_per_s"]), ""),
+        ("end-to-end p50 ms", fmt(node["latency_ms"]["p50"]), fmt(base["latency_ms"]["p50"]), r(ratios["p50"])),
+        ("end-to-end p95 ms", fmt(node["latency_ms"]["p95"]), fmt(base["latency_ms"]["p95"]), ""),
+        ("end-to-end p99 ms", fmt(node["latency_ms"]["p99"]), fmt(base["latency_ms"]["p99"]), r(ratios["p99"])),
+        ("end-to-end max ms", fmt(node["latency_ms"]["max"]), fmt(base["latency_ms"]["max"]), ""),
+        ("submit answer p99 ms", fmt(node["submit_ack_ms"]["p99"]), "", ""),
+        ("first submit → last receipt s", fmt(node["window_s"]), fmt(base["window_s"]), ""),
         (
             "received distinct / events",
             f"{node['received_distinct']:,} / {node['received_events']:,}",
@@ -407,17 +394,17 @@ def table(result: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             f"{base['server_duplicates']} / {base['missing']}",
             "",
         ),
-        ("inbox count (EMP)", _fmt(node["inbox_count"]), _fmt(base["inbox_count"]), ""),
-        ("parked at the CPO", _fmt(node.get("outbox_parked")), "", ""),
-        ("exactly once", _fmt(exactly_once(node)), _fmt(exactly_once(base)), ""),
+        ("inbox count (EMP)", fmt(node["inbox_count"]), fmt(base["inbox_count"]), ""),
+        ("parked at the CPO", fmt(node.get("outbox_parked")), "", ""),
+        ("exactly once", fmt(exactly_once(node)), fmt(exactly_once(base)), ""),
     ]
     for name, mib in node["peak_rss_mib"].items():
-        rows.append((f"peak RSS MiB {name}", _fmt(mib), "", ""))
-    rows.append(("peak RSS MiB bare server", "", _fmt(base["peak_rss_mib"]["bare server"]), ""))
+        rows.append((f"peak RSS MiB {name}", fmt(mib), "", ""))
+    rows.append(("peak RSS MiB bare server", "", fmt(base["peak_rss_mib"]["bare server"]), ""))
     for name in sorted(set(node["cpu_seconds"]) | set(base["cpu_seconds"])):
         n, b = node["cpu_seconds"].get(name), base["cpu_seconds"].get(name)
         if name == "machine" or (n or 0) >= 0.1 or (b or 0) >= 0.1:
-            rows.append((f"CPU s {name}", _fmt(n), _fmt(b), ""))
+            rows.append((f"CPU s {name}", fmt(n), fmt(b), ""))
     return rows
 
 

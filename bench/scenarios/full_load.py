@@ -37,7 +37,7 @@ import redis.asyncio as aioredis
 
 from bench import plots, procstats
 from bench.bare_oicp_server import BareServer
-from bench.workload import percentiles
+from bench.workload import fmt, percentiles, ratio
 from shared.oicp.operations import OPERATIONS_BY_NAME
 from tests.support.nodes import REDIS_URL, NodeProcesses, NodeSpec, cleanup
 
@@ -347,9 +347,6 @@ async def run(args: argparse.Namespace, artefacts: Path) -> dict[str, Any]:
     node = await run_node(args, bodies, artefacts)
     baseline = await run_baseline(args, bodies)
 
-    def ratio(a: float | None, b: float | None) -> float | None:
-        return round(a / b, 2) if a is not None and b else None
-
     return {
         "params": params,
         "node": node,
@@ -362,16 +359,6 @@ async def run(args: argparse.Namespace, artefacts: Path) -> dict[str, Any]:
     }
 
 
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return str(value)
-    if isinstance(value, float):
-        return f"{value:,.2f}" if abs(value) < 100 else f"{value:,.0f}"
-    return f"{value:,}" if isinstance(value, int) else str(value)
-
-
 def table(result: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     node, base, ratios = result["node"], result["baseline"], result["ratios"]
 
@@ -382,35 +369,35 @@ def table(result: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     records = result["params"]["records"]
     rows = [
         ("records / requests", f"{records:,} / {n_in['requests']:,}", f"{records:,} / {b_in['requests']:,}", ""),
-        ("ingest s (all requests)", _fmt(n_in["total_s"]), _fmt(b_in["total_s"]), r(ratios["ingest_s"])),
-        ("ingest records/s", _fmt(round(records / n_in["total_s"])), _fmt(round(records / b_in["total_s"])), ""),
-        ("ingest request p50 ms", _fmt(n_in["request_ms"]["p50"]), _fmt(b_in["request_ms"]["p50"]), ""),
-        ("ingest request max ms", _fmt(n_in["request_ms"]["max"]), _fmt(b_in["request_ms"]["max"]), ""),
-        ("ingest failures", _fmt(n_in["failures"]), _fmt(b_in["failures"]), ""),
-        ("records stored (EMP roaming)", _fmt(n_in.get("stored")), "", ""),
-        ("own-data load s (CPO command)", _fmt(node["own_load"]["total_s"]), "", ""),
-        ("pull s (all pages)", _fmt(n_pull["total_s"]), _fmt(b_pull["total_s"]), r(ratios["pull_s"])),
-        ("pages", _fmt(n_pull["pages"]), _fmt(b_pull["pages"]), ""),
-        ("page p50 ms", _fmt(n_pull["page_ms"]["p50"]), _fmt(b_pull["page_ms"]["p50"]), ""),
-        ("page p99 ms", _fmt(n_pull["page_ms"]["p99"]), _fmt(b_pull["page_ms"]["p99"]), r(ratios["page_p99"])),
-        ("page max ms", _fmt(n_pull["page_ms"]["max"]), _fmt(b_pull["page_ms"]["max"]), ""),
+        ("ingest s (all requests)", fmt(n_in["total_s"]), fmt(b_in["total_s"]), r(ratios["ingest_s"])),
+        ("ingest records/s", fmt(round(records / n_in["total_s"])), fmt(round(records / b_in["total_s"])), ""),
+        ("ingest request p50 ms", fmt(n_in["request_ms"]["p50"]), fmt(b_in["request_ms"]["p50"]), ""),
+        ("ingest request max ms", fmt(n_in["request_ms"]["max"]), fmt(b_in["request_ms"]["max"]), ""),
+        ("ingest failures", fmt(n_in["failures"]), fmt(b_in["failures"]), ""),
+        ("records stored (EMP roaming)", fmt(n_in.get("stored")), "", ""),
+        ("own-data load s (CPO command)", fmt(node["own_load"]["total_s"]), "", ""),
+        ("pull s (all pages)", fmt(n_pull["total_s"]), fmt(b_pull["total_s"]), r(ratios["pull_s"])),
+        ("pages", fmt(n_pull["pages"]), fmt(b_pull["pages"]), ""),
+        ("page p50 ms", fmt(n_pull["page_ms"]["p50"]), fmt(b_pull["page_ms"]["p50"]), ""),
+        ("page p99 ms", fmt(n_pull["page_ms"]["p99"]), fmt(b_pull["page_ms"]["p99"]), r(ratios["page_p99"])),
+        ("page max ms", fmt(n_pull["page_ms"]["max"]), fmt(b_pull["page_ms"]["max"]), ""),
         (
             "pulled distinct / totalElements",
-            f"{n_pull['distinct']:,} / {_fmt(n_pull['total_elements'])}",
-            f"{b_pull['distinct']:,} / {_fmt(b_pull['total_elements'])}",
+            f"{n_pull['distinct']:,} / {fmt(n_pull['total_elements'])}",
+            f"{b_pull['distinct']:,} / {fmt(b_pull['total_elements'])}",
             "",
         ),
         ("Redis MEMORY USAGE MiB emp / cpo", f"{node['redis_emp']['mib']} / {node['redis_cpo']['mib']}", "", ""),
-        ("Redis used_memory delta MiB (ingest)", _fmt(node["redis_used_memory_delta_mib"]), "", ""),
+        ("Redis used_memory delta MiB (ingest)", fmt(node["redis_used_memory_delta_mib"]), "", ""),
     ]
     for name, mib in node["peak_rss_mib"].items():
-        rows.append((f"peak RSS MiB {name}", _fmt(mib), "", ""))
-    rows.append(("peak RSS MiB bare server", "", _fmt(base["peak_rss_mib"].get("bare server")), ""))
+        rows.append((f"peak RSS MiB {name}", fmt(mib), "", ""))
+    rows.append(("peak RSS MiB bare server", "", fmt(base["peak_rss_mib"].get("bare server")), ""))
     for phase, key in (("ingest", "ingest"), ("pull", "pull")):
         cpu = node[key]["cpu_seconds"]
         for name in sorted(cpu):
             if name == "machine" or cpu[name] >= 0.1:
-                rows.append((f"CPU s {phase}: {name}", _fmt(cpu[name]), _fmt(base[key]["cpu_seconds"].get(name)), ""))
+                rows.append((f"CPU s {phase}: {name}", fmt(cpu[name]), fmt(base[key]["cpu_seconds"].get(name)), ""))
     return rows
 
 

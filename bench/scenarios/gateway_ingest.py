@@ -34,6 +34,7 @@ import aiohttp
 import orjson
 
 from bench import loadgen, plots, procstats
+from bench.workload import fmt
 from shared.oicp.operations import OPERATIONS_BY_NAME
 from tests.support.nodes import REPO, NodeProcesses, NodeSpec, cleanup, free_port
 
@@ -467,14 +468,6 @@ async def run(args: argparse.Namespace, artefacts: Path) -> dict[str, Any]:
     return {"params": params, "node": node, "baseline": baseline, "ratios": {"requests_per_s": ratios}}
 
 
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:,.2f}" if abs(value) < 100 else f"{value:,.0f}"
-    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
-
-
 def table(result: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     node, base = result["node"], result["baseline"] or {"operations": {}, "cpu_seconds_total": {}}
     rows: list[tuple[str, str, str, str]] = []
@@ -486,45 +479,45 @@ def table(result: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         rows += [
             (
                 f"{operation} saturation req/s",
-                _fmt(ns["requests_per_s"]),
-                _fmt(bs.get("requests_per_s")),
+                fmt(ns["requests_per_s"]),
+                fmt(bs.get("requests_per_s")),
                 f"{ratio:.2f}x" if ratio is not None else "",
             ),
             (
                 "  latency p50 / p99 at saturation ms",
-                f"{_fmt(ns['latency_ms']['p50'])} / {_fmt(ns['latency_ms']['p99'])}",
-                f"{_fmt(bs.get('latency_ms', {}).get('p50'))} / {_fmt(bs.get('latency_ms', {}).get('p99'))}",
+                f"{fmt(ns['latency_ms']['p50'])} / {fmt(ns['latency_ms']['p99'])}",
+                f"{fmt(bs.get('latency_ms', {}).get('p50'))} / {fmt(bs.get('latency_ms', {}).get('p99'))}",
                 "",
             ),
-            ("  failures at saturation", _fmt(ns["failures"]), _fmt(bs.get("failures")), ""),
+            ("  failures at saturation", fmt(ns["failures"]), fmt(bs.get("failures")), ""),
             (
                 "  load generator cores at saturation",
-                _fmt(ns["load_generator_cores"]),
-                _fmt(bs.get("load_generator_cores")),
+                fmt(ns["load_generator_cores"]),
+                fmt(bs.get("load_generator_cores")),
                 "",
             ),
-            ("  half-saturation rate req/s", _fmt(nh["offered_per_s"]), _fmt(bh.get("offered_per_s")), ""),
+            ("  half-saturation rate req/s", fmt(nh["offered_per_s"]), fmt(bh.get("offered_per_s")), ""),
         ]
         for key in ("p50", "p90", "p99", "max"):
             rows.append(
                 (
                     f"  latency {key} at half ms",
-                    _fmt(nh["latency_ms"][key]),
-                    _fmt(bh.get("latency_ms", {}).get(key)),
+                    fmt(nh["latency_ms"][key]),
+                    fmt(bh.get("latency_ms", {}).get(key)),
                     "",
                 )
             )
-        rows.append(("  failures at half", _fmt(nh["failures"]), _fmt(bh.get("failures")), ""))
+        rows.append(("  failures at half", fmt(nh["failures"]), fmt(bh.get("failures")), ""))
         rows.append(
-            ("  send lateness p99 ms", _fmt(nh["send_lateness_p99_ms"]), _fmt(bh.get("send_lateness_p99_ms")), "")
+            ("  send lateness p99 ms", fmt(nh["send_lateness_p99_ms"]), fmt(bh.get("send_lateness_p99_ms")), "")
         )
-    rows.append(("peak RSS MiB (sum)", _fmt(node["peak_rss_mib_total"]), _fmt(base.get("peak_rss_mib_total")), ""))
+    rows.append(("peak RSS MiB (sum)", fmt(node["peak_rss_mib_total"]), fmt(base.get("peak_rss_mib_total")), ""))
     for name, value in node["peak_rss_mib"].items():
-        rows.append((f"  peak RSS {name} MiB", _fmt(value), "", ""))
+        rows.append((f"  peak RSS {name} MiB", fmt(value), "", ""))
     names = sorted(set(node["cpu_seconds_total"]) | set(base["cpu_seconds_total"]))
     for name in names:
         rows.append(
-            (f"CPU s {name}", _fmt(node["cpu_seconds_total"].get(name)), _fmt(base["cpu_seconds_total"].get(name)), "")
+            (f"CPU s {name}", fmt(node["cpu_seconds_total"].get(name)), fmt(base["cpu_seconds_total"].get(name)), "")
         )
     return rows
 
@@ -538,11 +531,11 @@ def targets(result: dict[str, Any]) -> list[tuple[str, str, bool]]:
         node_rps = phases["saturation"]["requests_per_s"]
         if base:
             base_rps = base["operations"][operation]["saturation"]["requests_per_s"]
-            measured = f"{_fmt(ratio)} ({node_rps:,.0f} / {base_rps:,.0f} req/s)"
+            measured = f"{fmt(ratio)} ({node_rps:,.0f} / {base_rps:,.0f} req/s)"
             rows.append((f"{operation} req/s node/bare ≥ {TARGET_RATIO}", measured, (ratio or 0.0) >= TARGET_RATIO))
         half = phases["half_saturation"]
         p99 = half["latency_ms"]["p99"]
-        measured = f"{_fmt(p99)} ms at {half['offered_per_s']:,.0f} req/s"
+        measured = f"{fmt(p99)} ms at {half['offered_per_s']:,.0f} req/s"
         if half["failures"]:
             measured += f", {half['failures']} failures"
         met = p99 is not None and p99 <= TARGET_P99_MS and not half["failures"]

@@ -43,7 +43,7 @@ import redis.asyncio as aioredis
 
 from bench import plots, procstats
 from bench.sinks import SinkControl
-from bench.workload import OPERATOR_ID, Plan, SendLog, Submit, Tracer, drive, percentiles
+from bench.workload import OPERATOR_ID, Plan, SendLog, Submit, Tracer, drive, fmt, percentiles, ratio
 from shared.bus.messages import CommandType
 from shared.oicp.operations import OPERATIONS_BY_NAME
 from tests.support.nodes import AMQP_URL, REDIS_URL, NodeProcesses, NodeSpec, cleanup
@@ -703,34 +703,23 @@ async def run(args: argparse.Namespace, artefacts: Path) -> dict[str, Any]:
     # The hub's own latency: one plain push hop (CPO → hub), as the baseline measured it just now.
     hub = hub_model(keep["log"], args.sinks, (baseline["latency_ms"]["p50"] or 0) / 1000)
 
-    def ratio(key: str, sub: str | None = None) -> float | None:
-        return ratio_of(node, baseline, key, sub)
-
     return {
         "params": params,
         "node": node,
         "baseline": baseline,
         "hub_model": hub,
         "ratios": {
-            "p50": ratio("latency_ms", "p50"),
-            "p99": ratio("latency_ms", "p99"),
-            "throughput": ratio("records_per_s"),
-            "requests_per_s": ratio("requests_per_s"),
+            "p50": ratio_of(node, baseline, "latency_ms", "p50"),
+            "p99": ratio_of(node, baseline, "latency_ms", "p99"),
+            "throughput": ratio_of(node, baseline, "records_per_s"),
+            "requests_per_s": ratio_of(node, baseline, "requests_per_s"),
         },
     }
 
 
 def ratio_of(system: dict[str, Any], baseline: dict[str, Any], key: str, sub: str | None = None) -> float | None:
     a, b = (system[key][sub], baseline[key][sub]) if sub else (system[key], baseline[key])
-    return round(a / b, 2) if a is not None and b else None
-
-
-def fmt(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:,.2f}" if abs(value) < 100 else f"{value:,.0f}"
-    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
+    return ratio(a, b)
 
 
 def table(result: dict[str, Any]) -> list[tuple[str, str, str, str]]:
