@@ -61,15 +61,17 @@ class NodeMetrics:
     async def _from_redis(self, state: NodeState) -> bool:
         try:
             async with asyncio.timeout(REDIS_TIMEOUT_SECONDS):
-                await self._sessions_and_cdrs(state)
-                await self._lanes(state)
+                pending_cdrs = await self._sessions_and_cdrs(state)
+                await self._lanes(state, pending_cdrs)
             return True
         except Exception as exc:
             logger.warning("node state not read from Redis: %s", exc)
             return False
 
-    async def _sessions_and_cdrs(self, state: NodeState) -> None:
+    async def _sessions_and_cdrs(self, state: NodeState) -> dict[str, int]:
+        """Returns the CDRs pending per EMP peer key (the CDR lanes' backlog, read once)."""
         ctx = self.ctx
+        pending_by_peer: dict[str, int] = {}
         for session_state, count in (await ctx.sessions.count_by_state()).items():
             state.set("oicp_sessions", count, session_state)
         state.set(
@@ -83,6 +85,7 @@ class NodeMetrics:
                 continue
             pending, parked = await ctx.cdr_outbox.count_pending(peer.key), await ctx.cdr_outbox.count_parked(peer.key)
             state.set("oicp_cdrs_pending", pending, peer.id)
+            pending_by_peer[peer.key] = pending
             state.set("oicp_cdrs_parked", parked, peer.id)
             pending_seen, parked_seen = pending_seen + pending, parked_seen + parked
         if pending_total > pending_seen or parked_total > parked_seen:
@@ -90,8 +93,9 @@ class NodeMetrics:
             state.set("oicp_cdrs_parked", parked_total - parked_seen, UNREGISTERED_PEER)
         state.set("oicp_cdrs_without_session", await ctx.cdr_outbox.count_unknown_sessions(), "out")
         state.set("oicp_cdrs_without_session", await ctx.cdr_inbox.count_unknown_sessions(), "in")
+        return pending_by_peer
 
-    async def _lanes(self, state: NodeState) -> None:
+    async def _lanes(self, state: NodeState, pending_cdrs: dict[str, int]) -> None:
         """Every delivery lane the workers run: the pushes to EMP peers and their CDRs (CPO role), the
         authentication data to CPO peers (EMP role)."""
         ctx = self.ctx
@@ -104,7 +108,7 @@ class NodeMetrics:
                 lanes.append((peer.id, peer.key, PushOperation.PUSH_AUTHENTICATION_DATA.value, True))
         for peer_id, peer_key, operation, resyncs in lanes:
             lane = await ctx.delivery.state(peer_id, peer_key, operation)
-            backlog = await ctx.cdr_outbox.count_pending(peer_key) if operation == CDR_OPERATION else lane.backlog
+            backlog = pending_cdrs.get(peer_key, 0) if operation == CDR_OPERATION else lane.backlog
             state.set("oicp_peer_delivery_backlog", backlog, peer_id, operation)
             state.set("oicp_peer_consecutive_failures", lane.consecutive_failures, peer_id, operation)
             if lane.last_success is not None:
