@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
@@ -246,8 +247,8 @@ def job_service(job: dict[str, Any]) -> str | None:
 
 
 def target_of(node: NodeSpec, service: str) -> str:
-    port = node.internal_port if service == "gateway" else node.metrics_ports[service]
-    return f"127.0.0.1:{port}"
+    """host:port of the service's /metrics (the node knows where each service serves it)."""
+    return urlsplit(node.metrics_url(service)).netloc
 
 
 def local_config(nodes: list[NodeSpec], token_file: Path, listen: str, interval: str = "1s") -> dict[str, Any]:
