@@ -103,7 +103,7 @@ async def _ask_decider(
         raw = await deps.rpc.ask(
             deps.topology.requests.name,
             InternalRequest.EMP_DECIDER_AUTHORIZE_START.value,
-            envelope.model_dump(mode="json", by_alias=True, exclude_none=True),
+            envelope.to_bus(),
             settings.decider_timeout_seconds,
             request_id=str(envelope.event_id),
         )

@@ -125,7 +125,7 @@ async def _ask_backend(
         raw = await deps.rpc.ask(
             deps.topology.requests.name,
             request.value,
-            body.model_dump(mode="json", by_alias=True),
+            body.to_bus(),
             timeout,
             request_id=request_id,
             correlation_id=correlation_id,

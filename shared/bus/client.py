@@ -123,10 +123,14 @@ class Bus:
         self, publisher: RabbitPublisher, kind: str, payload: Payload, correlation_id: str | None
     ) -> Envelope[Any]:
         envelope: Envelope[Any] = Envelope(type=kind, node=self.node, data=payload)
-        body = envelope.model_dump(mode="json", by_alias=True)
         try:
             await asyncio.wait_for(
-                publisher.publish(body, correlation_id=correlation_id, message_id=str(envelope.event_id)),
+                publisher.publish(
+                    envelope.to_bus(),
+                    content_type="application/json",
+                    correlation_id=correlation_id,
+                    message_id=str(envelope.event_id),
+                ),
                 timeout=self.confirm_timeout,
             )
         except TimeoutError as exc:

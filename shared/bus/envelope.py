@@ -30,3 +30,13 @@ class Envelope(BaseModel, Generic[DataT]):
     occurred_at: AwareDatetime = Field(default_factory=utc_now)
     node: str = Field(default="unknown", max_length=128)
     data: DataT
+
+    def to_bus(self) -> bytes:
+        """The message body: OICP field names, no ``null`` members (as an OICP body on the wire).
+
+        Serialised by pydantic-core in one step: dumping to a dict and then encoding it cost twice
+        the time, and the ``null`` of every unset optional field made a 100-record PushEvseData's
+        message 1.9× the size of the partner's request, and re-validating it in the worker 1.4×
+        slower (bench gateway_ingest). An optional field left out validates back to ``None``.
+        """
+        return self.__pydantic_serializer__.to_json(self, by_alias=True, exclude_none=True)

@@ -84,6 +84,9 @@ class RpcClient:
         self._exchanges = {}
 
     async def _prepare(self, exchange_name: str) -> aio_pika.abc.AbstractExchange:
+        exchange = self._exchanges.get(exchange_name)
+        if exchange is not None and self._channel is not None and not self._channel.is_closed:
+            return exchange  # the usual case: no lock round per request
         async with self._lock:
             ready = self._exchanges and self._channel is not None and not self._channel.is_closed
             if not ready:
@@ -141,7 +144,7 @@ class RpcClient:
         raw = await self.ask(
             self._topology.commands.name,
             command.value,
-            envelope.model_dump(mode="json", by_alias=True),
+            envelope.to_bus(),
             timeout,
             message_id=str(envelope.event_id),
             correlation_id=correlation_id,
@@ -152,14 +155,15 @@ class RpcClient:
         self,
         exchange_name: str,
         routing_key: str,
-        body: dict[str, Any],
+        body: dict[str, Any] | bytes,
         timeout: float,  # noqa: ASYNC109 - the deadline is also sent with the message
         *,
         request_id: str | None = None,
         message_id: str | None = None,
         correlation_id: str | None = None,
     ) -> dict[str, Any]:
-        """Publish ``body`` with reply_to and wait for the JSON reply until the deadline.
+        """Publish ``body`` (a JSON object, or its encoded bytes) with reply_to and wait for the JSON
+        reply until the deadline.
 
         NoResponder if no queue is bound for the routing key (no internal system listens), RequestTimeout
         if nobody answered in time (a later reply goes to ``on_late_reply``), BusUnavailable otherwise."""
@@ -170,7 +174,7 @@ class RpcClient:
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._waiting[request_id] = future
         message = aio_pika.Message(
-            orjson.dumps(body),
+            body if isinstance(body, bytes) else orjson.dumps(body),
             content_type="application/json",
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             correlation_id=request_id,
