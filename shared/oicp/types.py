@@ -352,6 +352,15 @@ class Identification(OICPModel):
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Self:
+        filled = (
+            self.rfid_mifare_family_identification,
+            self.rfid_identification,
+            self.qr_code_identification,
+            self.plug_and_charge_identification,
+            self.remote_identification,
+        )
+        if sum(value is not None for value in filled) == 1:
+            return self  # the usual case, without the by-name lookups (once per authorization)
         present = [name for name in _IDENTIFICATION_MEMBERS if self._member(name) is not None]
         if len(present) != 1:
             raise ValueError(
@@ -434,6 +443,8 @@ class GeoCoordinates(OICPModel):
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Self:
+        if (self.google is None) + (self.decimal_degree is None) + (self.degree_minute_seconds is None) == 2:
+            return self  # the usual case, without building the message (once per EVSE record)
         present = [
             name
             for name, value in (
