@@ -25,8 +25,6 @@ Every answer is checked: HTTP 200 and an OICP acknowledgement ``Result: true``, 
 from __future__ import annotations
 
 import asyncio
-import math
-import resource
 import sys
 import time
 from collections.abc import Callable
@@ -35,9 +33,10 @@ from typing import Any
 import httptools
 import orjson
 
+from bench.procstats import own_cpu_seconds
+from bench.workload import STATUS_CYCLE, percentiles
 from tests.support.bodies import evse_record
 
-STATUS_CYCLE = ("Available", "Occupied", "Reserved", "OutOfService", "Unknown")
 MAX_ERRORS = 10  # distinct error texts kept per driver
 
 
@@ -291,39 +290,16 @@ class Driver:
         return {
             "window_s": duration,
             "send_s": round(sent_until - start, 3),
-            "lateness_ms": summary(lateness),
+            "lateness_ms": percentiles(lateness, quantiles=(50, 90, 99)),
             "connections": self.opened,
         }
-
-
-def summary(values: list[float]) -> dict[str, float | None]:
-    """p50/p90/p99/max/mean in milliseconds (nearest rank)."""
-    if not values:
-        return {"p50": None, "p90": None, "p99": None, "max": None, "mean": None}
-    ordered = sorted(values)
-
-    def rank(q: float) -> float:
-        return round(ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))] * 1000, 2)
-
-    return {
-        "p50": rank(0.50),
-        "p90": rank(0.90),
-        "p99": rank(0.99),
-        "max": round(ordered[-1] * 1000, 2),
-        "mean": round(sum(ordered) / len(ordered) * 1000, 2),
-    }
-
-
-def cpu_now() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 async def main_async(job: dict[str, Any]) -> dict[str, Any]:
     driver = Driver(job)
     start = job["start_at"]
     late_start = time.monotonic() - start  # > 0: this process came up after the common start
-    cpu_before = cpu_now()  # the driver's own CPU from here on (not its start-up)
+    cpu_before = own_cpu_seconds()  # the driver's own CPU from here on (not its start-up)
     if job["mode"] == "closed":
         extra = await driver.closed_loop(start)
     else:
@@ -334,7 +310,7 @@ async def main_async(job: dict[str, Any]) -> dict[str, Any]:
         "errors": driver.errors,
         "issued": driver.issued,
         "latencies": [round(v, 6) for v in driver.latencies],
-        "cpu_s": round(cpu_now() - cpu_before, 2),
+        "cpu_s": round(own_cpu_seconds() - cpu_before, 2),
         "late_start_s": round(late_start, 3),
         **extra,
     }

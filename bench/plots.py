@@ -17,8 +17,7 @@ import matplotlib.pyplot as plt  # (after the backend is chosen)
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-#: the percentiles drawn on a latency curve (dense at the tail, where the targets are)
-PERCENTILES = (1, 5, 10, 25, 50, 75, 90, 95, 98, 99, 99.5, 99.9, 100)
+from bench.workload import PERCENTILES  # the percentiles drawn on a latency curve (dense at the tail)
 
 
 def figure(title: str, panels: int = 1, width: float = 6.0, height: float = 4.0) -> tuple[Figure, list[Axes]]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import platform
+import resource
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -52,6 +53,17 @@ def _status_kib(pid: int, key: str) -> int | None:
 def peak_rss_kib(pid: int) -> int | None:
     """VmHWM: the process's peak resident set size."""
     return _status_kib(pid, "VmHWM")
+
+
+def peak_rss_mib(pids: dict[int, str]) -> dict[str, float]:
+    """Peak RSS in MiB (one decimal) per name of ``pids``; 0 for a process that is gone."""
+    return {name: round((peak_rss_kib(pid) or 0) / 1024, 1) for pid, name in pids.items()}
+
+
+def own_cpu_seconds() -> float:
+    """User + system CPU time of the calling process so far."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def descendants(root: int) -> list[int]:

@@ -13,18 +13,23 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-_LINE = re.compile(r" \([^()]*:\d+\)$")  # py-spy's "func (file.py:123)": the line is dropped
+# py-spy's "func (path/file.py:123)", or "func (path/file.py)" without a line number: the line is dropped
+_FRAME = re.compile(r"(?P<name>.*) \((?P<location>[^()]*?)(?::\d+)?\)")
 
 
 def frame_name(frame: str) -> str:
-    """``authorize_start (services/authorization/emp.py:140)`` → ``authorize_start (…/emp.py)``."""
-    name = _LINE.sub("", frame)
-    if "(" in frame and frame.endswith(")"):
-        location = frame[frame.rindex("(") + 1 : -1].rsplit(":", 1)[0]
-        parts = location.split("/")
-        short = "/".join(parts[-2:]) if "site-packages" not in location else location.split("site-packages/")[-1]
-        return f"{name} ({short})"
-    return name
+    """``authorize_start (services/authorization/emp.py:140)`` → ``authorize_start (authorization/emp.py)``:
+    one name per function, not per line; the location shortened to its last two parts, or to the
+    package path under ``site-packages``. A frame without a location stays as it is."""
+    match = _FRAME.fullmatch(frame)
+    if match is None:
+        return frame
+    location = match["location"]
+    if "site-packages/" in location:
+        short = location.split("site-packages/")[-1]
+    else:
+        short = "/".join(location.split("/")[-2:])
+    return f"{match['name']} ({short})"
 
 
 def summarise(path: Path, top: int = 25) -> dict[str, Any]:

@@ -22,6 +22,8 @@ from typing import Any
 OPERATOR_ID = "DE*BEN"
 STATUS_CYCLE = ("Available", "Occupied", "Reserved", "OutOfService", "Unknown")
 START_DELAY_S = 0.2  # between planning and the first change, so the first one is not already late
+#: the percentiles of a latency curve, kept in the JSON and drawn by ``bench.plots`` (dense at the tail)
+PERCENTILES = (1, 5, 10, 25, 50, 75, 90, 95, 98, 99, 99.5, 99.9, 100)
 
 Submit = Callable[[list[tuple[str, str]]], Awaitable[None]]
 
@@ -173,6 +175,17 @@ def percentiles(
         **{f"p{q}": rank(q / 100) for q in quantiles},
         "max": round(ordered[-1] * scale, 2),
         "mean": round(sum(ordered) / len(ordered) * scale, 2),
+    }
+
+
+def curve(values: Iterable[float]) -> dict[str, float]:
+    """Latency at each of ``PERCENTILES`` (nearest rank), in ms from seconds: ``{"p1": …, "p99.9": …}``."""
+    ordered = sorted(values)
+    if not ordered:
+        return {}
+    return {
+        f"p{p:g}": round(ordered[min(len(ordered) - 1, max(0, math.ceil(p / 100 * len(ordered)) - 1))] * 1000, 2)
+        for p in PERCENTILES
     }
 
 

@@ -22,9 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import math
 import random
-import resource
 import shutil
 import subprocess
 import sys
@@ -42,7 +40,7 @@ import redis.asyncio as aioredis
 from bench import plots, procstats
 from bench.node_services import NodeServices
 from bench.profile_summary import summarise as summarise_profile
-from bench.workload import fmt, percentiles
+from bench.workload import curve, fmt, percentiles, ratio
 from shared.bus.messages import Token
 from shared.oicp.operations import OPERATIONS_BY_NAME
 from shared.stores.redis import KeySpace
@@ -295,17 +293,6 @@ def stats(values: list[float], scale: float = 1000.0) -> dict[str, float | None]
     return percentiles(values, scale, quantiles=(50, 90, 99))
 
 
-def curve(values: list[float]) -> dict[str, float]:
-    """The plotted percentiles (``plots.PERCENTILES``), ms."""
-    if not values:
-        return {}
-    ordered = sorted(values)
-    return {
-        f"p{p:g}": round(ordered[min(len(ordered) - 1, max(0, math.ceil(p / 100 * len(ordered)) - 1))] * 1000, 2)
-        for p in plots.PERCENTILES
-    }
-
-
 def summary(d: Drive, planned: int) -> dict[str, Any]:
     return {
         "requests": planned,
@@ -323,11 +310,6 @@ def summary(d: Drive, planned: int) -> dict[str, Any]:
 # ---- measuring one system ------------------------------------------------------------------------
 
 
-def own_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
 async def measured(
     requests: list[Request],
     warmup: list[Request],
@@ -343,10 +325,10 @@ async def measured(
     meter = procstats.CpuMeter(cpu_pids)
     spies = start_py_spy(profile or {}, len(requests) / rate, artefacts)
     meter.start()
-    mine = own_cpu()
+    mine = procstats.own_cpu_seconds()
     d = await drive(requests, rate, call, max_in_flight)
     cpu = meter.stop()
-    cpu["bench process"] = round(own_cpu() - mine, 2)
+    cpu["bench process"] = round(procstats.own_cpu_seconds() - mine, 2)
     cpu["others"] = round(cpu["machine"] - sum(v for k, v in cpu.items() if k != "machine"), 2)
     out = summary(d, len(requests))
     out["cpu_seconds"] = cpu
@@ -395,10 +377,6 @@ def finish_py_spy(spies: list[tuple[str, Path, subprocess.Popen[bytes]]]) -> dic
         if out.exists():
             found[name] = {"file": out.name, **summarise_profile(out, top=15)}
     return found
-
-
-def rss_mib(pids: dict[int, str]) -> dict[str, float]:
-    return {name: round((procstats.peak_rss_kib(pid) or 0) / 1024, 1) for pid, name in pids.items()}
 
 
 async def oicp_call(http: aiohttp.ClientSession, url: str, headers: dict[str, str], request: Request) -> bool:
@@ -503,7 +481,7 @@ async def part_emp(args: argparse.Namespace, artefacts: Path, redis: aioredis.Re
                 profile if args.auth_py_spy else None,
                 artefacts,
             )
-        node["peak_rss_mib"] = rss_mib(services)
+        node["peak_rss_mib"] = procstats.peak_rss_mib(services)
         node["peak_rss_mib_total"] = round(sum(node["peak_rss_mib"].values()), 1)
         result["node"] = node
     finally:
@@ -530,7 +508,7 @@ async def part_emp(args: argparse.Namespace, artefacts: Path, redis: aioredis.Re
                 args.auth_max_in_flight,
                 {server.process.pid: "baseline server", **procstats.shared_services()},
             )
-        base["peak_rss_mib_total"] = rss_mib({server.process.pid: "baseline server"})["baseline server"]
+        base["peak_rss_mib_total"] = procstats.peak_rss_mib({server.process.pid: "baseline server"})["baseline server"]
         result["baseline"] = base
     finally:
         server.stop()
@@ -631,7 +609,7 @@ async def part_broadcast(args: argparse.Namespace, artefacts: Path, redis: aiore
                 artefacts,
             )
         node["cpu_seconds"] = group_cpu(node["cpu_seconds"])
-        rss = rss_mib({**cpo_services, **emp_services})
+        rss = procstats.peak_rss_mib({**cpo_services, **emp_services})
         node["peak_rss_mib_total"] = round(sum(rss.values()), 1)
         node["peak_rss_mib_cpo"] = round(sum(v for k, v in rss.items() if k.startswith("cpo/")), 1)
         node["peak_rss_mib_emp_nodes"] = round(sum(v for k, v in rss.items() if not k.startswith("cpo/")), 1)
@@ -693,7 +671,7 @@ async def part_broadcast(args: argparse.Namespace, artefacts: Path, redis: aiore
                 256,
                 {server.process.pid: "baseline server", **procstats.shared_services()},
             )
-        base["peak_rss_mib_total"] = rss_mib({server.process.pid: "baseline server"})["baseline server"]
+        base["peak_rss_mib_total"] = procstats.peak_rss_mib({server.process.pid: "baseline server"})["baseline server"]
         result["baseline"] = base
     finally:
         server.stop()
@@ -741,12 +719,7 @@ async def run(args: argparse.Namespace, artefacts: Path) -> dict[str, Any]:
     for part in ("emp", "broadcast"):
         if part in result:
             node, base = result[part]["node"], result[part]["baseline"]
-            result[part]["ratios"] = {
-                k: round(node["latency_ms"][k] / base["latency_ms"][k], 2)
-                if node["latency_ms"][k] is not None and base["latency_ms"][k]
-                else None
-                for k in ("p50", "p99")
-            }
+            result[part]["ratios"] = {k: ratio(node["latency_ms"][k], base["latency_ms"][k]) for k in ("p50", "p99")}
     return result
 
 

@@ -265,7 +265,7 @@ async def run_node(args: argparse.Namespace, cdrs: list[tuple[str, bytes]], arte
         with contextlib.suppress(Exception):
             outbox = CdrOutbox(client, KeySpace(cpo.config()["redis"]["key_prefix"]))
             extra["outbox_parked"] = await outbox.count_parked()
-        extra["peak_rss_mib"] = {n: round((procstats.peak_rss_kib(p) or 0) / 1024, 1) for p, n in services.items()}
+        extra["peak_rss_mib"] = procstats.peak_rss_mib(services)
         extra["pids"] = {str(p): n for p, n in services.items()}
         return summarise(log, tap.received, extra)
     finally:
@@ -309,7 +309,7 @@ async def run_baseline(args: argparse.Namespace, cdrs: list[tuple[str, bytes]]) 
             "inbox_count": len(dump["received"]),
             "server_duplicates": dump["duplicates"],
             "cpu_seconds": cpu,
-            "peak_rss_mib": {"bare server": round((procstats.peak_rss_kib(server.pid) or 0) / 1024, 1)},
+            "peak_rss_mib": procstats.peak_rss_mib({server.pid: "bare server"}),
         }
         return summarise(log, received, extra)
     finally:

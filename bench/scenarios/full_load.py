@@ -215,10 +215,6 @@ async def pull(http: aiohttp.ClientSession, url: str, headers: dict[str, str], p
     }
 
 
-def rss(pids: dict[int, str]) -> dict[str, float]:
-    return {name: round((procstats.peak_rss_kib(pid) or 0) / 1024, 1) for pid, name in pids.items()}
-
-
 async def redis_usage(client: aioredis.Redis, prefix: str) -> dict[str, Any]:
     """Keys under the node's prefix and their ``MEMORY USAGE`` (Redis's estimate, sampled for big
     hashes and sets), in MiB."""
@@ -282,7 +278,7 @@ async def run_node(args: argparse.Namespace, bodies: list[bytes], artefacts: Pat
             result["pull"] = await pull(http, cpo.oicp_url + PULL_PATH, headers, args.page_size)
             result["pull"]["cpu_seconds"] = meter.stop()
         result["peak_rss_mib"] = {
-            f"{node} {name}": v for node, pids in services.items() for name, v in rss(pids).items()
+            f"{node} {name}": v for node, pids in services.items() for name, v in procstats.peak_rss_mib(pids).items()
         }
         result["pids"] = {node: {str(p): n for p, n in pids.items()} for node, pids in services.items()}
         return result
@@ -322,7 +318,7 @@ async def run_baseline(args: argparse.Namespace, bodies: list[bytes]) -> dict[st
             meter.start()
             result["pull"] = await pull(http, server.url + PULL_PATH, headers, args.page_size)
             result["pull"]["cpu_seconds"] = meter.stop()
-        result["peak_rss_mib"] = rss(pids)
+        result["peak_rss_mib"] = procstats.peak_rss_mib(pids)
         return result
     finally:
         await server.stop()

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import math
 import shutil
 import signal
 import socket
@@ -34,7 +33,8 @@ import aiohttp
 import orjson
 
 from bench import loadgen, plots, procstats
-from bench.workload import fmt
+from bench.profile_summary import summarise as summarise_profile
+from bench.workload import curve, fmt, percentiles
 from shared.oicp.operations import OPERATIONS_BY_NAME
 from tests.support.nodes import REPO, NodeProcesses, NodeSpec, cleanup, free_port
 
@@ -202,7 +202,7 @@ def summarise_phase(
         "failures": sum(r["failures"] for r in results),
         "errors": dict(errors.most_common(10)),
         "requests_per_s": round(ok / duration, 1),
-        "latency_ms": loadgen.summary(latencies),
+        "latency_ms": percentiles(latencies, quantiles=(50, 90, 99)),
         "latency_curve_ms": curve(latencies),
         "elapsed_s": round(elapsed, 2),
         "cpu_seconds": cpu,
@@ -217,16 +217,6 @@ def summarise_phase(
         phase["send_lateness_max_ms"] = max((r["lateness_ms"]["max"] or 0.0) for r in results)
         phase["connections"] = sum(r["connections"] for r in results)
     return phase
-
-
-def curve(ordered: list[float]) -> dict[str, float]:
-    """Latency at each of ``plots.PERCENTILES`` (nearest rank), ms: the plot's curve, kept in the JSON."""
-    if not ordered:
-        return {}
-    return {
-        f"p{p:g}": round(ordered[min(len(ordered) - 1, max(0, math.ceil(p / 100 * len(ordered)) - 1))] * 1000, 2)
-        for p in plots.PERCENTILES
-    }
 
 
 def start_py_spy(pid: int, path: Path, warmup: float, duration: float) -> subprocess.Popen[bytes]:
@@ -253,34 +243,18 @@ def start_py_spy(pid: int, path: Path, warmup: float, duration: float) -> subpro
     )
 
 
-def frame_name(frame: str) -> str:
-    """``func (/path/to/module.py:12)`` → ``func (module.py)``: one name per function, not per line."""
-    function, _, where = frame.partition(" (")
-    return f"{function} ({where.split(':')[0].rsplit('/', 1)[-1]})" if where else function
-
-
-def profile_summary(path: Path, top: int = 25) -> dict[str, Any]:
-    """The folded stacks of py-spy, summed: where the samples are (self) and what they run under
-    (inclusive), by function; both as a share of all samples."""
-    own: Counter[str] = Counter()
-    inclusive: Counter[str] = Counter()
-    total = 0
-    with contextlib.suppress(OSError):
-        for line in path.read_text().splitlines():
-            stack, _, count_text = line.rpartition(" ")
-            if not stack or not count_text.isdigit():
-                continue
-            count = int(count_text)
-            frames = [frame_name(f) for f in stack.split(";")]
-            total += count
-            own[frames[-1]] += count
-            for frame in set(frames):
-                inclusive[frame] += count
-    share = (lambda n: round(n / total, 3)) if total else (lambda n: 0.0)
+def profile_shares(path: Path, top: int = 25) -> dict[str, Any]:
+    """``bench.profile_summary.summarise`` of a py-spy file as this scenario's JSON has it: where the
+    samples are (``self``) and what they run under (``inclusive``), by function, as shares of all
+    samples (0–1); no samples when py-spy wrote no file."""
+    try:
+        summary = summarise_profile(path, top)
+    except OSError:
+        return {"samples": 0, "self": {}, "inclusive": {}}
     return {
-        "samples": total,
-        "self": {name: share(n) for name, n in own.most_common(top)},
-        "inclusive": {name: share(n) for name, n in inclusive.most_common(top)},
+        "samples": summary["samples"],
+        "self": {name: round(pct / 100, 3) for name, pct in summary["self_pct"]},
+        "inclusive": {name: round(pct / 100, 3) for name, pct in summary["inclusive_pct"]},
     }
 
 
@@ -324,7 +298,7 @@ async def run_phases(args: argparse.Namespace, target: Target, profile_base: Pat
         saturation = await drive(args, target, operation, "closed", profile=profile)
         if profile:
             saturation["profile"] = {
-                target.services[pid]: {"file": path.name, **profile_summary(path)} for pid, path in profile.items()
+                target.services[pid]: {"file": path.name, **profile_shares(path)} for pid, path in profile.items()
             }
         print(f"  {target.name} {operation}: saturation {saturation['requests_per_s']:,.1f} req/s", flush=True)
         rate = max(1.0, saturation["requests_per_s"] / 2)
@@ -336,10 +310,6 @@ async def run_phases(args: argparse.Namespace, target: Target, profile_base: Pat
         )
         operations[operation] = {"saturation": saturation, "half_saturation": half}
     return operations
-
-
-def peak_rss(services: dict[int, str]) -> dict[str, float]:
-    return {name: round((procstats.peak_rss_kib(pid) or 0) / 1024, 1) for pid, name in services.items()}
 
 
 def cpu_totals(operations: dict[str, Any]) -> dict[str, float]:
@@ -379,7 +349,7 @@ async def run_node(args: argparse.Namespace, artefacts: Path) -> dict[str, Any]:
         startup = round(time.monotonic() - started, 2)
         target = Target("node", spec.oicp_port, services)
         operations = await run_phases(args, target, artefacts if args.ingest_profile else None)
-        rss = peak_rss(services)
+        rss = procstats.peak_rss_mib(services)
         return {
             "startup_s": startup,
             "operations": operations,
@@ -418,7 +388,7 @@ async def run_baseline(args: argparse.Namespace) -> dict[str, Any]:
         await wait_listening(port, process)
         services = {process.pid: "bare endpoint"}
         operations = await run_phases(args, Target("baseline", port, services), None)
-        rss = peak_rss(services)
+        rss = procstats.peak_rss_mib(services)
         return {
             "operations": operations,
             "peak_rss_mib": rss,

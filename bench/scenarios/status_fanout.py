@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import itertools
 import math
-import resource
 import shutil
 import subprocess
 import sys
@@ -182,7 +181,7 @@ async def measure(
     await probe.start()
     meter = procstats.CpuMeter(cpu_pids)
     meter.start()
-    own_cpu = _own_cpu()
+    own_cpu = procstats.own_cpu_seconds()
     if on_drive:
         on_drive()
     try:
@@ -192,7 +191,7 @@ async def measure(
     finally:
         extra = await probe.stop()
     cpu = meter.stop()
-    cpu["bench process"] = round(_own_cpu() - own_cpu, 2)
+    cpu["bench process"] = round(procstats.own_cpu_seconds() - own_cpu, 2)
     cpu["others"] = round(cpu["machine"] - sum(v for k, v in cpu.items() if k != "machine"), 2)
     extra["prime_s"] = prime_s
     if later:
@@ -211,11 +210,6 @@ async def measure(
         extra["later_sinks"] = [dump[i] for i in later or []]
         dump = [dump[i] for i in only]
     return Phase(log, progress, dump, cpu, extra)
-
-
-def _own_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def summarise(plan: Plan, phase: Phase) -> dict[str, Any]:
@@ -481,9 +475,7 @@ async def run_node(
                 phase.extra["profile"] = finish_py_spy(spies)
             async with http.get(f"{spec.internal_url}/delivery", headers=headers) as response:
                 lanes = orjson.loads(await response.read()) if response.status == 200 else []
-        phase.extra["peak_rss_mib"] = {
-            name: round((procstats.peak_rss_kib(pid) or 0) / 1024, 1) for pid, name in services.items()
-        }
+        phase.extra["peak_rss_mib"] = procstats.peak_rss_mib(services)
         phase.extra["peak_rss_mib_total"] = round(sum(phase.extra["peak_rss_mib"].values()), 1)
         phase.extra["lanes_backlog_after"] = sum(int(lane.get("backlog") or 0) for lane in lanes)
         phase.extra["lanes_with_errors"] = sum(1 for lane in lanes if lane.get("last_error"))
