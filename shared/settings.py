@@ -524,6 +524,13 @@ class DeliverySettings(Strict):
     resync_after_seconds: float = Field(
         default=900.0, gt=0, description="a peer failing for longer than this is resynced with a fullLoad"
     )
+    concurrent_rounds: int = Field(
+        default=4,
+        ge=1,
+        le=1024,
+        description="evse_push: lanes working on a round at once per process (waiting for a peer's answer "
+        "does not count); fewer leave the CPU to incoming changes, so lanes send fewer, larger requests",
+    )
 
 
 class AuthorizationSettings(Strict):
