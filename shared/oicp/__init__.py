@@ -4,7 +4,7 @@ Build/parse bodies with ``Model.from_oicp(json_dict)`` and ``model.to_oicp()``. 
 conventions (aliases, spelling variants, Date/Time and decimal handling).
 """
 
-from shared.oicp.base import Km, KWh, OICPDateTime, OICPDecimal, OICPModel, format_oicp_datetime
+from shared.oicp.base import AssembledBody, Km, KWh, OICPDateTime, OICPDecimal, OICPModel, format_oicp_datetime
 from shared.oicp.errors import describe_validation_error, oicp_path
 from shared.oicp.ids import (
     EVCO_ID_PATTERN,
@@ -33,6 +33,7 @@ __all__ = [
     "SESSION_ID_PATTERN",
     "STATUS_DESCRIPTIONS",
     "Acknowledgement",
+    "AssembledBody",
     "KWh",
     "Km",
     "OICPDateTime",

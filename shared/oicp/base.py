@@ -101,3 +101,18 @@ class OICPModel(BaseModel):
     def from_oicp(cls, data: object) -> Self:
         """Validate a decoded JSON document (raises :class:`pydantic.ValidationError`)."""
         return cls.model_validate(data)
+
+
+class AssembledBody:
+    """An outbound OICP body assembled from values this node validated when it stored them, sent as
+    it is. A status lane builds one per request from its outbox (up to ``batch_size`` records): a
+    round through the models (validate, then dump again) was 11 % of evse_push's CPU with 100 peers
+    (bench status_fanout). A unit test checks that what the lanes assemble validates."""
+
+    __slots__ = ("document",)
+
+    def __init__(self, document: dict[str, Any]) -> None:
+        self.document = document
+
+    def to_oicp(self) -> dict[str, Any]:
+        return self.document

@@ -16,7 +16,7 @@ import orjson
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
-from shared.oicp import OICPModel
+from shared.oicp import AssembledBody, OICPModel
 from shared.oicp.errors import describe_validation_error
 from shared.peers.tls import CLIENT_CONTEXTS
 from shared.ratelimit import RateLimiter, RateLimitExceeded, operation_of_call
@@ -77,7 +77,7 @@ class PeerClient:
         self,
         peer: PeerConfig,
         path: str,
-        body: OICPModel,
+        body: OICPModel | AssembledBody,
         response_model: type[ResponseT],
         params: Mapping[str, str | int] | None = None,
         operation: str | None = None,
