@@ -58,6 +58,8 @@ SIZES: dict[str, dict[str, float]] = {
 TARGET_AUTH_P99_MS = 20.0
 TARGET_AUTH_RATE = 300.0
 TARGET_BROADCAST_P99_MS = 100.0
+TARGET_TOKENS = 1_000_000  # issue #8: the EMP's token store
+TARGET_EMP_NODES = 10  # issue #8: EMP nodes an RFID broadcast reaches
 
 START = OPERATIONS_BY_NAME["AuthorizeStart"].path
 CPO_ID = "DE*BEN"  # the calling CPO (part 1) and the CPO node (part 2)
@@ -247,7 +249,9 @@ class Drive:
 
 async def drive(requests: list[Request], rate: float, call: Call, max_in_flight: int) -> Drive:
     """Send request i at ``i / rate`` s whatever the answers (open loop; at most ``max_in_flight``
-    outstanding, beyond which sending is late and ``lateness`` shows it)."""
+    outstanding, beyond which sending is late and ``lateness`` shows it). A latency counts from the
+    request's due time, not from when it could be sent: a node that falls behind is not measured
+    only on the requests it let through (no coordinated omission)."""
     result = Drive()
     slots = asyncio.Semaphore(max_in_flight)
     pending: set[asyncio.Task[None]] = set()
@@ -277,7 +281,7 @@ async def drive(requests: list[Request], rate: float, call: Call, max_in_flight:
         first_sent = first_sent or now
         last_sent = now
         result.lateness.append(now - due)
-        task = asyncio.create_task(one(request, now))
+        task = asyncio.create_task(one(request, due))
         pending.add(task)
         task.add_done_callback(pending.discard)
     if pending:
@@ -771,13 +775,16 @@ def targets(result: dict[str, Any]) -> list[tuple[str, str, bool]]:
         ok = (
             p99 is not None
             and p99 <= TARGET_AUTH_P99_MS
-            and r["rate"] >= TARGET_AUTH_RATE
+            # the rate actually sent, not the one asked for (a late driver sends less)
+            and node["offered_per_s"] >= 0.95 * TARGET_AUTH_RATE
             and node["errors"] == 0
             and node["wrong_answers"] == 0
         )
+        suffix = "" if r["tokens"] >= TARGET_TOKENS else " (smaller than issue #8's workload)"
         rows.append(
             (
-                f"EMP AuthorizeStart p99 ≤ {TARGET_AUTH_P99_MS:g} ms at {TARGET_AUTH_RATE:g}/s, 1,000,000 tokens",
+                f"EMP AuthorizeStart p99 ≤ {TARGET_AUTH_P99_MS:g} ms at {TARGET_AUTH_RATE:g}/s, "
+                f"{TARGET_TOKENS:,} tokens{suffix}",
                 f"p99 {fmt(p99)} ms at {fmt(node['offered_per_s'])}/s, {r['tokens']:,} tokens, "
                 f"{node['errors']} errors, {node['wrong_answers']} wrong",
                 ok,
@@ -788,9 +795,10 @@ def targets(result: dict[str, Any]) -> list[tuple[str, str, bool]]:
         node = r["node"]
         p99 = node["latency_ms"]["p99"]
         ok = p99 is not None and p99 <= TARGET_BROADCAST_P99_MS and node["errors"] == 0 and node["wrong_answers"] == 0
+        suffix = "" if r["emp_nodes"] >= TARGET_EMP_NODES else " (smaller than issue #8's workload)"
         rows.append(
             (
-                f"RFID broadcast CPO → 10 EMP nodes p99 ≤ {TARGET_BROADCAST_P99_MS:g} ms",
+                f"RFID broadcast CPO → {TARGET_EMP_NODES} EMP nodes p99 ≤ {TARGET_BROADCAST_P99_MS:g} ms{suffix}",
                 f"p99 {fmt(p99)} ms to {r['emp_nodes']} EMP nodes at {fmt(node['offered_per_s'])}/s, "
                 f"{node['errors']} errors, {node['wrong_answers']} wrong",
                 ok,

@@ -76,6 +76,12 @@ def add_arguments(group: argparse._ArgumentGroup) -> None:
     group.add_argument(
         "--linger", type=float, default=None, help="the node's delivery.linger_seconds (default: the node's, 0.02)"
     )
+    group.add_argument(
+        "--concurrent-rounds",
+        type=int,
+        default=None,
+        help="the node's delivery.concurrent_rounds (default: the node's, 4)",
+    )
     group.add_argument("--no-trace", action="store_true", help="do not listen to evse.status.changed")
     group.add_argument(
         "--py-spy",
@@ -429,7 +435,11 @@ async def run_node(
         peers=node_peers(urls, args.batch_size),
         # The delivery settings of a production config (the test support's are tuned for fast retries).
         extra={
-            "delivery": {} if args.linger is None else {"linger_seconds": args.linger},
+            "delivery": {
+                name: value
+                for name, value in (("linger_seconds", args.linger), ("concurrent_rounds", args.concurrent_rounds))
+                if value is not None
+            },
             "log_level": args.log_level,
         },
     )
@@ -675,6 +685,7 @@ def workload(args: argparse.Namespace, plan: Plan) -> dict[str, Any]:
         "max_in_flight": args.max_in_flight,
         "node_log_level": args.log_level,
         "node_linger_s": args.linger,
+        "node_concurrent_rounds": args.concurrent_rounds,
         "changes": len(plan),
         "identification_window_s": plan.identification_window_s,
         "command_path": "HTTP internal API, POST /commands/cpo.evse.status.set",

@@ -177,7 +177,12 @@ def auth_part(p99: float | None, errors: int = 0, wrong: int = 0, rate: float = 
 def test_authorization_targets() -> None:
     assert met(authorization.targets({"emp": auth_part(19.0), "broadcast": auth_part(99.0, rate=20.0)})) == [True, True]
     assert met(authorization.targets({"emp": auth_part(21.0), "broadcast": auth_part(101.0)})) == [False, False]
-    assert met(authorization.targets({"emp": auth_part(5.0, rate=299.0)})) == [False]  # below the target rate
+    assert met(authorization.targets({"emp": auth_part(5.0, rate=290.0)})) == [True]  # within 5 % of 300/s sent
+    assert met(authorization.targets({"emp": auth_part(5.0, rate=280.0)})) == [False]  # the driver fell behind
+    small = {**auth_part(5.0), "tokens": 100_000, "emp_nodes": 3}
+    for what, _, _ in authorization.targets({"emp": small, "broadcast": small}):
+        assert what.endswith("(smaller than issue #8's workload)")
+    assert not any("smaller" in what for what, _, _ in authorization.targets({"emp": auth_part(5.0)}))
     assert met(authorization.targets({"emp": auth_part(5.0, wrong=1)})) == [False]
     assert met(authorization.targets({"broadcast": auth_part(5.0, errors=1)})) == [False]
     assert authorization.targets({}) == []
