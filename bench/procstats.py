@@ -107,6 +107,18 @@ def pids_named(comm: str) -> list[int]:
     return found
 
 
+def open_files_limit(pid: int) -> int | None:
+    """The soft "Max open files" of a local process (None if it cannot be read)."""
+    try:
+        for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+            if line.startswith("Max open files"):
+                value = line.split()[3]
+                return None if value == "unlimited" else int(value)
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
 def machine_busy_seconds() -> float:
     """CPU seconds spent by all processes on all cores since boot (/proc/stat, less idle and iowait)."""
     fields = [int(v) for v in (PROC / "stat").read_text().splitlines()[0].split()[1:9]]

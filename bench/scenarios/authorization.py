@@ -696,6 +696,26 @@ def group_cpu(cpu: dict[str, float]) -> dict[str, float]:
 # ---- the scenario --------------------------------------------------------------------------------
 
 
+#: Open files a local RabbitMQ needs per node of the broadcast (its quorum queues' segment files and
+#: connections; ~32 queues per node) — measured: 11 nodes hang a broker limited to 1,024.
+FILES_PER_NODE = 300
+
+
+def check_broker_files(emp_nodes: int) -> None:
+    """Refuse to start a broadcast the local broker cannot hold: RabbitMQ with too few open files stops
+    accepting connections (no error, every node just waits), and the run would hang until killed."""
+    needed = FILES_PER_NODE * (emp_nodes + 1)
+    for pid in procstats.pids_named("beam.smp"):
+        limit = procstats.open_files_limit(pid)
+        if limit is not None and limit < needed:
+            raise SystemExit(
+                f"RabbitMQ (pid {pid}) may open {limit:,} files; {emp_nodes + 1} nodes need about {needed:,}. "
+                "Restart it with a higher limit: as root, `rabbitmqctl stop`, then "
+                'su rabbitmq -s /bin/sh -c "ulimit -n 20000; rabbitmq-server -detached" '
+                "(make services starts it that way), or run fewer --emp-nodes."
+            )
+
+
 async def run(args: argparse.Namespace, artefacts: Path) -> dict[str, Any]:
     parts = {p.strip() for p in args.auth_parts.split(",")}
     params = {
@@ -711,6 +731,8 @@ async def run(args: argparse.Namespace, artefacts: Path) -> dict[str, Any]:
         "py_spy": args.auth_py_spy,
         "mix": "known: half RFID UIDs, half Plug&Charge EvcoIDs (part 1), RFID UIDs (part 2); unknown: fraction",
     }
+    if "broadcast" in parts:
+        check_broker_files(args.emp_nodes)
     redis = aioredis.from_url(REDIS_URL)
     result: dict[str, Any] = {"params": params}
     try:

@@ -315,3 +315,14 @@ def test_help_lists_every_scenario() -> None:
     for name in SCENARIOS:
         assert name in done.stdout
     assert set(SCENARIOS) == {"status_fanout", "isolation", "authorization", "gateway_ingest", "full_load", "cdr_flow"}
+
+
+def test_open_files_limit_reads_the_soft_limit() -> None:
+    import os
+    import resource
+
+    from bench import procstats
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert procstats.open_files_limit(os.getpid()) == (None if soft == resource.RLIM_INFINITY else soft)
+    assert procstats.open_files_limit(2**30) is None  # no such process
