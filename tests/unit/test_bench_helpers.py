@@ -188,6 +188,61 @@ def test_authorization_targets() -> None:
     assert authorization.targets({}) == []
 
 
+def test_authorization_targets_node_to_bare() -> None:
+    """The CPO node → N bare EMP endpoints: its own row, judged like the broadcast to EMP nodes."""
+    both = {**auth_part(120.0, rate=20.0), "node_to_bare": auth_part(30.0, rate=20.0)["node"]}
+    rows = authorization.targets({"broadcast": both})
+    assert met(rows) == [False, True]  # the EMP nodes on the same cores miss it, the CPO node's share does not
+    what, measured, _ = rows[1]
+    assert what == "RFID broadcast CPO node → 10 bare EMP endpoints p99 ≤ 100 ms (the CPO node's own share)"
+    assert measured == "p99 30.00 ms to 10 bare EMP endpoints at 20.00/s, 0 errors, 0 wrong"
+    # --broadcast-emps bare: no EMP-node run, only this row
+    bare_only = {**auth_part(5.0), "node_to_bare": auth_part(101.0)["node"]}
+    del bare_only["node"]
+    rows = authorization.targets({"broadcast": bare_only})
+    assert met(rows) == [False] and "bare EMP endpoints" in rows[0][0]
+    for errors, wrong in ((1, 0), (0, 1)):
+        failing = {**auth_part(5.0), "node_to_bare": auth_part(5.0, errors=errors, wrong=wrong)["node"]}
+        assert met(authorization.targets({"broadcast": failing})) == [True, False]
+    small = {**auth_part(5.0), "emp_nodes": 3, "node_to_bare": auth_part(5.0)["node"]}
+    rows = authorization.targets({"broadcast": small})
+    assert met(rows) == [True, True]
+    assert rows[1][0].endswith("(the CPO node's own share) (smaller than issue #8's workload)")
+    assert rows[1][1].startswith("p99 5.00 ms to 3 bare EMP endpoints")
+
+
+def broadcast_run(p50: float, p99: float) -> dict[str, Any]:
+    return {
+        "latency_ms": {"p50": p50, "p90": p99, "p99": p99, "max": p99},
+        "send_lateness_ms": {"p99": 0.5},
+        "offered_per_s": 20.0,
+        "answered": 100,
+        "wrong_answers": 0,
+        "errors": 0,
+        "peak_rss_mib_total": 300.0,
+        "cpu_seconds": {"cpo/gateway": 1.0, "baseline server": 0.25},
+    }
+
+
+def test_authorization_ratios_and_table_per_broadcast_run() -> None:
+    base = {**broadcast_run(2.0, 4.0), "cpu_seconds": {"baseline server": 0.5}}
+    both = {"emp_nodes": 2, "node": broadcast_run(20.0, 40.0), "node_to_bare": broadcast_run(10.0, 12.0)}
+    result = authorization.add_ratios({"broadcast": {**both, "baseline": base}})
+    assert result["broadcast"]["ratios"] == {"p50": 10.0, "p99": 10.0}
+    assert result["broadcast"]["ratios_node_to_bare"] == {"p50": 5.0, "p99": 3.0}
+    rows = {label: (node, baseline, r) for label, node, baseline, r in authorization.table(result)}
+    assert rows["RFID broadcast p99 ms"] == ("40.00", "4.00", "10.00x")
+    assert rows["RFID broadcast to bare EMPs p99 ms"] == ("12.00", "4.00", "3.00x")
+    assert rows["RFID broadcast to bare EMPs CPU s baseline server"] == ("0.25", "0.50", "")
+    # --broadcast-emps bare: no EMP-node run, no row of it
+    bare = authorization.add_ratios(
+        {"broadcast": {"emp_nodes": 2, "node_to_bare": both["node_to_bare"], "baseline": base}}
+    )
+    assert "ratios" not in bare["broadcast"]
+    labels = [label for label, _, _, _ in authorization.table(bare)]
+    assert "RFID broadcast to bare EMPs p50 ms" in labels and "RFID broadcast p50 ms" not in labels
+
+
 def ingest_result(ratio: float | None, p99: float | None, failures: int = 0, baseline: bool = True) -> dict[str, Any]:
     half = {"latency_ms": {"p99": p99}, "offered_per_s": 1000.0, "failures": failures}
     node = {"operations": {"PushEvseStatus": {"saturation": {"requests_per_s": 2000.0}, "half_saturation": half}}}
