@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 
 import orjson
 from pydantic import ValidationError
+from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -301,6 +302,10 @@ def make_endpoint(ctx: GatewayContext, operation: Operation) -> Callable[[Reques
             # Never a false success: the partner must send again.
             logger.warning("%s refused: %s", operation.name, exc)
             answer = error_answer(operation, StatusCodeValue.SYSTEM_ERROR, f"message bus unavailable: {exc}")
+        except RedisError as exc:
+            # The gateway's own reads (peer registry, rate limits, pulls) need Redis: refuse, retryable.
+            logger.warning("%s refused, Redis unavailable: %s", operation.name, exc)
+            answer = error_answer(operation, StatusCodeValue.SYSTEM_ERROR, f"storage unavailable (Redis): {exc}")
         except Exception:
             logger.exception("%s failed", operation.name)
             answer = error_answer(operation, StatusCodeValue.SYSTEM_ERROR, "internal error")

@@ -199,7 +199,9 @@ class RpcClient:
                 raw = await asyncio.wait_for(future, timeout=max(0.0, deadline - time.time()))
             except TimeoutError as exc:
                 self._late[request_id] = time.monotonic()
-                raise RequestTimeout(f"no reply to {routing_key} within {timeout}s") from exc
+                raise RequestTimeout(
+                    f"no reply to {routing_key} within {timeout}s: its consumer is down, overloaded or without storage"
+                ) from exc
         finally:
             self._waiting.pop(request_id, None)
         return orjson.loads(raw)
