@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 UV := .uv/bin/uv
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: run run-tls certs test lint format docs check-docs services clean help bench
+.PHONY: run run-tls certs test lint format docs check-docs services clean help bench soak
 
 help:
 	@echo "make run    - demo network: CPO node DE*GEF (:7001) and EMP node DE-GDF (:8001)"
@@ -17,6 +17,7 @@ help:
 	@echo "make lint   - ruff"
 	@echo "make docs   - regenerate docs/ from the code: asyncapi.yaml, events.md, configuration.md, openapi/*.json"
 	@echo "make bench  - benchmarks vs their baselines (BENCH_ARGS=\"status_fanout --large\"; see bench/README.md)"
+	@echo "make soak   - the long hostile-input runs: the API fuzzing and model properties with many more examples"
 
 # uv lives in its own small venv so that `uv sync` never removes it from the project venv.
 $(UV):
@@ -56,6 +57,12 @@ lint: venv
 
 format: venv
 	$(VENV)/bin/ruff check --fix . && $(VENV)/bin/ruff format .
+
+# The hostile-input tests of `make test` with 20× (fuzzing) and 25× (model properties) the generated
+# examples: about an hour here, estimated from the default run (15 examples per operation: ~2.5 min).
+soak: venv services
+	OICP_P2P_FUZZ_EXAMPLES=300 OICP_P2P_PROPERTY_EXAMPLES=1000 $(PY) -m pytest -q -p no:cacheprovider \
+		tests/e2e/test_fuzz_openapi.py tests/unit/test_oicp_model_properties.py
 
 bench: venv services
 	$(PY) -m bench $(BENCH_ARGS)

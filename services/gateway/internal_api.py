@@ -73,6 +73,12 @@ REPLYING_COMMANDS = frozenset(
 REPLY_HTTP_STATUS = {StatusCodeValue.DATA_TRANSACTION_ERROR: 409}
 
 
+def command_role(command: CommandType) -> Role | None:
+    """The role whose workers take a command (its name's ``cpo.``/``emp.`` prefix), None if any."""
+    prefix = command.value.partition(".")[0]
+    return Role(prefix) if prefix in {r.value for r in Role} else None
+
+
 class JSON(Response):
     media_type = "application/json"
 
@@ -231,6 +237,11 @@ def create_internal_app(ctx: GatewayContext) -> ASGIApp:
         if command is None or command not in INTERNAL_COMMANDS:
             allowed = ", ".join(sorted(c.value for c in INTERNAL_COMMANDS))
             return problem(404, f"no internal command {name!r}; commands: {allowed}")
+        role = command_role(command)
+        if role is not None and role not in ctx.settings.roles:
+            # Its queue has no consumer on this node: it would wait (or sit) there for ever.
+            roles = ", ".join(sorted(r.value.upper() for r in ctx.settings.roles))
+            return problem(404, f"{name} is a command of the {role.value.upper()} role; this node is {roles}")
         try:
             payload: Payload = COMMAND_PAYLOADS[command].model_validate(await json_body(request))
         except ValidationError as exc:

@@ -420,6 +420,7 @@ def _command_operation(command: CommandType, body: dict[str, Any], answer: dict[
     responses: dict[str, Any] = {
         "400": _problem("The body is not valid JSON."),
         "401": _problem("Missing or wrong bearer token."),
+        "404": _problem("This node does not have the command's role (its `cpo.`/`emp.` prefix)."),
         "422": _problem(invalid + "."),
         "503": _problem("The broker did not confirm the command, or no worker replied in time."),
     }

@@ -191,6 +191,16 @@ async def test_internal_command_is_validated(pair: Pair, http: aiohttp.ClientSes
         assert r.status == 404
 
 
+async def test_a_command_of_the_other_role_is_refused_at_once(pair: Pair, http: aiohttp.ClientSession) -> None:
+    """No worker of a CPO node takes an emp.* command: 404 at once, not a wait for a reply that cannot
+    come (found by fuzzing the internal API: 503 after the reply deadline)."""
+    headers = {"Authorization": f"Bearer {pair.cpo.internal_token}"}
+    body = {"EvseID": "DE*GEF*E1", "Identification": {"RemoteIdentification": {"EvcoID": "DE-GDF-C12345678-X"}}}
+    async with http.post(f"{pair.cpo.internal_url}/commands/emp.remote_start.request", json=body, headers=headers) as r:
+        assert r.status == 404
+        assert "EMP role" in (await r.json())["error"]
+
+
 async def test_peers_registered_through_the_internal_api(pair: Pair, http: aiohttp.ClientSession) -> None:
     """RegisterProvider's P2P counterpart: a new EMP peer gets pushes and can call; removing it stops both."""
     headers = {"Authorization": f"Bearer {pair.cpo.internal_token}"}

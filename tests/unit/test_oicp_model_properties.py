@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,9 @@ JSON = st.recursive(
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4),
     max_leaves=15,
 )
+
+#: Examples per operation and per vector (``make soak`` runs 1,000).
+EXAMPLES = int(os.environ.get("OICP_P2P_PROPERTY_EXAMPLES", "40"))
 
 # Conforming vectors we have a model for (the conformance test checks they parse unchanged).
 CASES = [
@@ -94,14 +98,14 @@ def mutate(doc: Any, path: tuple[Any, ...], replacement: Any, drop: bool) -> Any
 
 
 @pytest.mark.parametrize("operation", OPERATIONS, ids=lambda op: op.name)
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=JSON)
 def test_arbitrary_json_is_parsed_or_refused(operation: Operation, data: Any) -> None:
     parse_or_refuse(operation.request, data)
 
 
 @pytest.mark.parametrize(("file", "parser"), CASES, ids=[file for file, _ in CASES])
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_a_spec_example_with_one_member_changed_is_parsed_or_refused(file: str, parser: Any, data: Any) -> None:
     doc = json.loads((vectors.VECTORS_DIR / file).read_text(encoding="utf-8"))
