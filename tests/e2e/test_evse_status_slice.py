@@ -219,3 +219,60 @@ async def test_amqp_command_for_a_foreign_evse_is_dead_lettered(pair: Pair, http
     evse_id = new_evse_id()
     await set_status_over_http(http, pair, evse_id, "Reserved")
     await wait_until(lambda: sink_statuses(pair, evse_id), what="the next status after the poison command")
+
+
+MALFORMED_COMMANDS = {
+    "not JSON": (b"{records: [", "application/json"),
+    "not UTF-8": (b'{"type": "cpo.evse.status.set", "data": "\xff\xfe"}', "application/json"),
+    "JSON but no envelope": (b"[1, 2, 3]", "application/json"),
+    "envelope without data": (b'{"type": "cpo.evse.status.set", "node": "csms"}', "application/json"),
+    "a status OICP does not know": (
+        orjson.dumps(
+            {"type": "cpo.evse.status.set", "data": {"records": [{"EvseID": "DE*GEF*E1", "EvseStatus": "Dozing"}]}}
+        ),
+        "application/json",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(MALFORMED_COMMANDS), ids=list(MALFORMED_COMMANDS))
+async def test_a_malformed_amqp_command_is_dead_lettered_with_its_reason(
+    pair: Pair, http: aiohttp.ClientSession, case: str
+) -> None:
+    """Whatever an internal system publishes as a command: a command.rejected event saying why, the
+    message in the dead-letter queue (once, not after a crash loop of redeliveries), and the worker
+    carries on with the next command."""
+    body, content_type = MALFORMED_COMMANDS[case]
+    marker = uuid.uuid4().hex
+    async with EventTap(pair.cpo.topology.events.name, "command.rejected") as rejected:
+        connection = await aio_pika.connect(AMQP_URL)
+        async with connection:
+            channel = await connection.channel(publisher_confirms=True)
+            exchange = await channel.get_exchange(pair.cpo.topology.commands.name)
+            await exchange.publish(
+                aio_pika.Message(body, content_type=content_type, delivery_mode=2, message_id=marker),
+                routing_key="cpo.evse.status.set",
+                mandatory=True,
+            )
+            mine = lambda: [e for e in rejected.events if e["data"].get("command_id") == marker]  # noqa: E731
+            await wait_until(mine, what=f"command.rejected for the {case} command")
+            assert mine()[0]["data"]["reason"], "the rejection says why"
+
+            dead = await channel.declare_queue(pair.cpo.topology.dead_letters.name, passive=True)
+            found: list[aio_pika.abc.AbstractIncomingMessage] = []
+
+            async def dead_lettered() -> bool:
+                message = await dead.get(fail=False)
+                if message is not None:
+                    await message.ack()
+                    if message.message_id == marker:
+                        found.append(message)
+                return bool(found)
+
+            await wait_until(dead_lettered, what="the malformed command in the dead-letter queue")
+            assert found[0].body == body
+            # rejected at the first delivery, not redelivered until the queue's limit
+            assert not (found[0].headers or {}).get("x-delivery-count")
+    evse_id = new_evse_id()
+    await set_status_over_http(http, pair, evse_id, "Reserved")
+    await wait_until(lambda: sink_statuses(pair, evse_id), what="the next status after the malformed command")
