@@ -13,8 +13,8 @@ import orjson
 import pytest
 
 from tests.conftest import CPO_CALLS_EMP, CPO_ID, EMP_ID
-from tests.e2e.test_broker_outage import PUSH_PATH, push_body
 from tests.support.nodes import NodeProcesses, NodeSpec, cleanup
+from tests.support.outage import PUSH_PATH, push_body
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
 

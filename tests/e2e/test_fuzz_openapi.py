@@ -142,29 +142,23 @@ async def assert_ready(node: NodeSpec) -> None:
 
 
 @pytest.mark.timeout(900)
-async def test_hubject_cpo_api_at_the_emp_node(nodes: Nodes) -> None:
+@pytest.mark.parametrize(
+    ("document", "served_by"),
+    [("oicp-2.3-cpo-hub.yaml", "emp"), ("oicp-2.3-emp-hub.yaml", "cpo")],
+    ids=["cpo-api-at-the-emp-node", "emp-api-at-the-cpo-node"],
+)
+async def test_hubject_api(nodes: Nodes, document: str, served_by: str) -> None:
+    """What a CPO calls at the hub, the EMP node serves (with its CPO peer's token), and the reverse."""
+    node, token = (nodes.emp, CPO_TOKEN) if served_by == "emp" else (nodes.cpo, EMP_TOKEN)
     exercised = await asyncio.to_thread(
         fuzz,
-        OICP_FILES / "oicp-2.3-cpo-hub.yaml",
-        nodes.emp.oicp_url + "/api/oicp",
-        {"Authorization": f"Bearer {CPO_TOKEN}"},
+        OICP_FILES / document,
+        node.oicp_url + "/api/oicp",
+        {"Authorization": f"Bearer {token}"},
         check_oicp_answer,
     )
     assert len(exercised) >= 8, exercised
-    await assert_ready(nodes.emp)
-
-
-@pytest.mark.timeout(900)
-async def test_hubject_emp_api_at_the_cpo_node(nodes: Nodes) -> None:
-    exercised = await asyncio.to_thread(
-        fuzz,
-        OICP_FILES / "oicp-2.3-emp-hub.yaml",
-        nodes.cpo.oicp_url + "/api/oicp",
-        {"Authorization": f"Bearer {EMP_TOKEN}"},
-        check_oicp_answer,
-    )
-    assert len(exercised) >= 8, exercised
-    await assert_ready(nodes.cpo)
+    await assert_ready(node)
 
 
 @pytest.mark.timeout(900)
