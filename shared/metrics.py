@@ -95,6 +95,18 @@ AUTHORIZATIONS = Counter(
     ["role", "operation", "result"],
 )
 
+DEAD_LETTERED = Counter(
+    "oicp_dead_lettered_total",
+    "Messages this process sent to the dead-letter queue, by command and kind (rejected: the message is "
+    "wrong; failed: its handler kept failing)",
+    ["command", "kind"],
+)
+HANDLER_OUTAGE_RETRIES = Counter(
+    "oicp_handler_outage_retries_total",
+    "Handler runs repeated in place because Redis or RabbitMQ could not be reached",
+    ["command"],
+)
+
 # ---- node-wide state, read by the gateway at scrape time ---------------------------------------------
 
 #: name → (help, label names) of every node-wide gauge; one table so the dashboards, the alerts and

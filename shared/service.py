@@ -13,7 +13,7 @@ from faststream.rabbit import RabbitBroker
 
 from shared.bus.client import Bus, create_broker
 from shared.bus.messages import EventType, InternalRequest
-from shared.bus.middleware import reject_poison
+from shared.bus.middleware import failure_policy
 from shared.bus.topology import Topology
 from shared.logs import setup_logging
 from shared.metrics import MetricsServer
@@ -36,12 +36,13 @@ def worker_core(
     requests: tuple[InternalRequest, ...] = (),
 ) -> WorkerCore:
     """What every worker's composition root starts from, built without connecting (the AsyncAPI
-    generator builds the apps offline): its broker with the poison-message middleware, the bus with
+    generator builds the apps offline): its broker with the failure policy (poison, outage, dead letters), the bus with
     the events it publishes (and the internal requests it sends, for the document), Redis."""
     topology = Topology(settings.rabbitmq.prefix, settings.rabbitmq.delivery_limit)
     broker = create_broker(settings, service)
     bus = Bus(broker, topology, settings.name, events=events, requests=requests)
-    broker.add_middleware(reject_poison(bus))
+    rabbitmq = settings.rabbitmq
+    broker.add_middleware(failure_policy(bus, service, rabbitmq.delivery_limit, rabbitmq.outage_retry_seconds))
     redis = create_redis(settings.redis, f"{settings.name}-{service}")
     return WorkerCore(topology, broker, bus, redis, KeySpace(settings.redis.key_prefix))
 

@@ -495,6 +495,14 @@ class RabbitSettings(Strict):
     )
     delivery_limit: int = Field(default=5, ge=1, le=100, description="x-delivery-limit of work queues")
     prefetch: int = Field(default=32, ge=1, le=1000, description="unacknowledged deliveries per consumer")
+    outage_retry_seconds: float = Field(
+        default=300.0,
+        ge=0,
+        le=1500,
+        description="a handler failing because Redis or RabbitMQ is unreachable is run again in place, the "
+        "message held, for up to this long before it is requeued (one delivery used); below RabbitMQ's "
+        "consumer_timeout (30 min)",
+    )
 
 
 class RedisSettings(Strict):

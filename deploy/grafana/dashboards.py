@@ -325,9 +325,19 @@ OVERVIEW = Dashboard(
                             'faststream_received_processed_messages_total{status!="acked"}[$__rate_interval]))',
                             "{{app_name}} {{status}}",
                         ),
+                        q(
+                            "sum by (command, kind) (rate(oicp_dead_lettered_total[$__rate_interval]))",
+                            "dead-lettered {{kind}} {{command}}",
+                        ),
+                        q(
+                            "sum by (command) (rate(oicp_handler_outage_retries_total[$__rate_interval]))",
+                            "run again (outage) {{command}}",
+                        ),
                     ),
                     unit="ops",
-                    description="rejected = poison message to the dead-letter queue; nacked/error = requeued.",
+                    description="nacked/error = requeued for another delivery; dead-lettered = sent to the "
+                    "dead-letter queue with its error (rejected: wrong message; failed: kept failing); run again = "
+                    "a handler repeated in place while Redis or RabbitMQ could not be reached.",
                     width=8,
                 ),
                 Panel(

@@ -3,9 +3,10 @@
 Every command here is answered (request/reply) through ``answer_once``: handled at most once per
 event_id, the reply kept for an hour so that a redelivery gets the same answer and is never applied
 twice. The effect (token store, authentication data, ledger) is written to Redis before the reply is
-returned and the message acknowledged; a transient failure (Redis down) requeues the message up to the
-queue's delivery limit; a message that can never be processed goes to the dead-letter queue at once
-(``reject_poison``).
+returned and the message acknowledged. What a failure does is the ``failure_policy`` middleware's: an
+outage (Redis down) runs the handler again in place until it is back, a message that can never be
+processed goes to the dead-letter queue at once, any other error is requeued up to the queue's
+delivery limit and then dead-lettered with its error.
 """
 
 from __future__ import annotations

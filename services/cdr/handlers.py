@@ -3,7 +3,7 @@
 Every command is answered with a CommandReply through ``answer_once`` (handled at most once per
 event_id, a redelivery gets the stored reply). A CDR is acknowledged only once it is stored: if Redis
 fails the message is requeued (up to the delivery limit) and the caller gets no positive answer.
-Malformed commands go to the dead-letter queue (``reject_poison`` middleware).
+Malformed commands go to the dead-letter queue (``failure_policy`` middleware).
 """
 
 from __future__ import annotations

@@ -45,7 +45,7 @@ from shared.bus.messages import (
     PricingProductsIngest,
     PricingProductsSet,
 )
-from shared.bus.middleware import PoisonMessage
+from shared.bus.middleware import PoisonMessage, delivered_before
 from shared.oicp import StatusCodeValue
 from shared.oicp.ids import evse_belongs_to, normalize_id
 from shared.settings import PushOperation
@@ -337,7 +337,7 @@ def register_handlers(deps: EvsePushDeps) -> None:
     @subscriber(CommandType.CPO_EVSE_STATUS_SET)
     async def on_status_set(envelope: Envelope[EvseStatusSet], message: RabbitMessage) -> None:
         """Set the status of the node's own EVSEs; fans out to every EMP peer that takes pushes."""
-        await set_own_status(deps, envelope, bool(message.raw_message.redelivered), message.correlation_id)
+        await set_own_status(deps, envelope, delivered_before(message), message.correlation_id)
 
     @subscriber(CommandType.CPO_EVSE_DATA_SET)
     async def on_data_set(envelope: Envelope[EvseDataSet], message: RabbitMessage) -> RabbitResponse | None:

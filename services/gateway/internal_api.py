@@ -26,6 +26,7 @@ from services.gateway.context import GatewayContext
 from services.gateway.node_metrics import NodeMetrics
 from services.gateway.openapi import openapi_routes
 from shared.bus.client import BusUnavailable
+from shared.bus.inspect import DeadLetterQueue
 from shared.bus.messages import COMMAND_PAYLOADS, INTERNAL_COMMANDS, CommandType, EvseStatusSet, Payload
 from shared.metrics import bearer_matches, metrics_endpoint
 from shared.oicp import StatusCodeValue
@@ -139,6 +140,7 @@ def create_internal_app(ctx: GatewayContext) -> ASGIApp:
     expected = ctx.settings.internal.token.get_secret_value().encode()
     monitoring_tokens = ctx.settings.internal.monitoring_tokens()
     node_metrics = NodeMetrics(ctx)
+    dead_letter_queue = DeadLetterQueue(node_metrics.inspector, ctx.topology.dead_letters.name)
 
     def bearer_is(request: Request, tokens: list[bytes]) -> bool:
         return bearer_matches(request.headers.get("authorization", ""), tokens)
@@ -510,6 +512,37 @@ def create_internal_app(ctx: GatewayContext) -> ASGIApp:
             ]
         )
 
+    # ---- dead letters ---------------------------------------------------------------------------
+
+    async def dead_letters(request: Request) -> Response:
+        """The dead-letter queue, oldest first, without removing anything: each message with the
+        command it was, its error, the service that gave up, and its body."""
+        limit = _int_param(request, "limit", DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        try:
+            total, messages = await dead_letter_queue.read(limit)
+        except Exception as exc:  # RabbitMQ unreachable: say so, as the other bus-backed routes do
+            raise BusUnavailable(f"cannot read the dead-letter queue: {exc}") from exc
+        return JSON({"total": total, "messages": messages})
+
+    def _settle(replay: bool) -> Endpoint:
+        async def settle(request: Request) -> Response:
+            body = await json_body(request)
+            if not isinstance(body, dict) or set(body) - {"message_ids", "all"}:
+                raise ValueError('body must be {"message_ids": [...]} or {"all": true}')
+            ids, everything = body.get("message_ids"), body.get("all") is True
+            if everything == (ids is not None):
+                raise ValueError('give either "message_ids" (a non-empty list of strings) or "all": true')
+            if not everything and (not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids)):
+                raise ValueError("message_ids must be a non-empty list of strings")
+            try:
+                outcome = await dead_letter_queue.settle(None if everything else set(ids), replay=replay)
+            except Exception as exc:
+                raise BusUnavailable(f"cannot settle dead letters: {exc}") from exc
+            logger.info("dead letters %s: %s", "replayed" if replay else "discarded", outcome)
+            return JSON(outcome)
+
+        return settle
+
     async def metrics(request: Request) -> Response:
         await node_metrics.refresh()
         return await metrics_endpoint(request)
@@ -537,6 +570,9 @@ def create_internal_app(ctx: GatewayContext) -> ASGIApp:
         Route("/cdrs/unknown-sessions", protected(cdrs_without_session), methods=["GET"]),
         Route("/cdrs/fetches", protected(cdr_fetches), methods=["GET"]),
         Route("/cdrs/{session_id}", protected(show_cdr), methods=["GET"]),
+        Route("/dead-letters", protected(dead_letters), methods=["GET"]),
+        Route("/dead-letters/replay", protected(_settle(replay=True)), methods=["POST"]),
+        Route("/dead-letters/discard", protected(_settle(replay=False)), methods=["POST"]),
         Route("/sessions", protected(list_sessions), methods=["GET"]),
         Route("/sessions/without-cdr", protected(sessions_without_cdr), methods=["GET"]),
         Route("/sessions/{session_id}", protected(show_session), methods=["GET"]),

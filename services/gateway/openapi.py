@@ -584,6 +584,35 @@ def internal_openapi() -> dict[str, Any]:
     no_peer = _problem("No such peer.")
     cdr_list = _array({"oneOf": [cdr_out, cdr_in]})
     monitoring: list[dict[str, list[str]]] = [{"internalToken": []}, {"monitoringToken": []}]
+    dead_letter = _object(
+        {
+            "message_id": {"type": ["string", "null"], "description": "the command's event id"},
+            "correlation_id": {"type": ["string", "null"]},
+            "exchange": {"type": "string", "description": "the exchange it was published to"},
+            "routing_key": {"type": "string", "description": "the command (its routing key)"},
+            "kind": {
+                "type": "string",
+                "description": "rejected (the message is wrong), failed (its handler kept failing), or RabbitMQ's "
+                "reason (expired, delivery_limit)",
+            },
+            "error": {"type": ["string", "null"], "description": "the last error, e.g. the field that is invalid"},
+            "service": {"type": ["string", "null"], "description": "the worker that gave up"},
+            "failed_at": {"type": ["string", "null"], "format": "date-time"},
+            "deliveries": {"type": "integer", "description": "how often it was delivered"},
+            "replayable": {"type": "boolean", "description": "false for requests (their sender was answered)"},
+            "body": {"description": "the message body: its JSON, or the start of its text"},
+        }
+    )
+    settle_body = {
+        "oneOf": [
+            _object(
+                {"message_ids": {**_array({"type": "string"}), "minItems": 1}},
+                ["message_ids"],
+                additionalProperties=False,
+            ),
+            _object({"all": {"const": True}}, ["all"], additionalProperties=False),
+        ]
+    }
 
     paths: dict[str, dict[str, Any]] = {
         "/healthz": {
@@ -886,6 +915,71 @@ def internal_openapi() -> dict[str, Any]:
                 },
             }
         },
+        "/dead-letters": {
+            "get": {
+                "tags": ["dead letters"],
+                "summary": "Read the dead-letter queue",
+                "description": "The oldest `limit` dead letters, left in the queue: commands that were wrong "
+                "(`kind` rejected, at their first delivery) or whose handler kept failing until the last delivery "
+                "`rabbitmq.delivery_limit` allows (`kind` failed), each with its error, the service that gave up "
+                "and its body; requests that expired unconsumed show RabbitMQ's reason (`expired`).",
+                "parameters": [
+                    _query(
+                        "limit",
+                        {"type": "integer", "minimum": 0, "maximum": internal_api.MAX_PAGE_SIZE},
+                        f"at most this many messages (default {DEFAULT_PAGE_SIZE})",
+                    )
+                ],
+                "responses": {
+                    "200": _ok(
+                        "How many dead letters there are, and the oldest of them.",
+                        _object({"total": {"type": "integer"}, "messages": _array(dead_letter)}),
+                    ),
+                    "400": bad_query,
+                    "401": unauthorized,
+                    "503": _problem("RabbitMQ cannot be reached."),
+                },
+            }
+        },
+        "/dead-letters/replay": {
+            "post": {
+                "tags": ["dead letters"],
+                "summary": "Replay dead letters",
+                "description": "Publishes each chosen dead letter again to the exchange and routing key it "
+                "failed from (without its death headers, with its message id: a worker applies a command once), "
+                "then removes it from the dead-letter queue. Requests (`replayable` false) are left: their "
+                "sender was answered with an error and sends again.",
+                "requestBody": {"required": True, "content": _json_content(settle_body)},
+                "responses": {
+                    "200": _ok(
+                        "The ids replayed, and those left because they cannot be.",
+                        _object({"replayed": _array({"type": "string"}), "not_replayable": _array({"type": "string"})}),
+                    ),
+                    "400": _problem("The body is not valid JSON or names no messages."),
+                    "401": unauthorized,
+                    "503": _problem("RabbitMQ cannot be reached."),
+                },
+            }
+        },
+        "/dead-letters/discard": {
+            "post": {
+                "tags": ["dead letters"],
+                "summary": "Discard dead letters",
+                "description": "Removes the chosen dead letters for good.",
+                "requestBody": {"required": True, "content": _json_content(settle_body)},
+                "responses": {
+                    "200": _ok(
+                        "The ids discarded.",
+                        _object(
+                            {"discarded": _array({"type": "string"}), "not_replayable": _array({"type": "string"})}
+                        ),
+                    ),
+                    "400": _problem("The body is not valid JSON or names no messages."),
+                    "401": unauthorized,
+                    "503": _problem("RabbitMQ cannot be reached."),
+                },
+            }
+        },
         "/cdrs/parked": {
             "get": {
                 "tags": ["cdrs"],
@@ -1057,6 +1151,7 @@ def internal_openapi() -> dict[str, Any]:
             {"name": "tokens", "description": "The EMP's token store"},
             {"name": "cdrs", "description": "Charge detail records"},
             {"name": "sessions", "description": "The session ledger"},
+            {"name": "dead letters", "description": "Commands the workers gave up on, with their errors"},
         ],
         "security": [{"internalToken": []}],
         "paths": paths,

@@ -5,7 +5,7 @@ to pass on) through ``answer_once``: handled at most once per event_id, a redeli
 reply. The ledger write comes first, so when Redis fails the message is requeued (up to the delivery
 limit) and nothing has been sent; once a request went out, a redelivery finds its session in the
 ledger and answers from it instead of sending again. Malformed commands go to the dead-letter queue
-(``reject_poison`` middleware).
+(``failure_policy`` middleware).
 """
 
 from __future__ import annotations

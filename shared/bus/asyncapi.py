@@ -132,10 +132,14 @@ key of a message is its type: that is the address of each channel below.
   expires then). Published mandatory: when no queue is bound the node applies its fallback at once.
 {requests}
 - {_code(topology.dead_letter.name)}: the dead-letter exchange of every work queue. A command that can
-  never be processed (invalid, or refused by its handler) is rejected at once with a
-  `command.rejected` event; one whose processing keeps failing is dead-lettered after
-  `x-delivery-limit` deliveries (`rabbitmq.delivery_limit`, {topology.delivery_limit} by default). Both end
-  in the queue {_code(topology.dead_letters.name)} (bound with `#`), where they stay.
+  never be processed (invalid, or refused by its handler) is dead-lettered at once; one whose
+  processing keeps failing at its last delivery (`x-delivery-limit`, `rabbitmq.delivery_limit`,
+  {topology.delivery_limit} by default); each with a `command.rejected` event and, in its headers,
+  `x-error` (the reason), `x-error-kind` (rejected or failed), `x-failed-service`, `x-failed-at`,
+  `x-original-exchange` and `x-original-routing-key`. While Redis or RabbitMQ cannot be reached a
+  handler is run again in place (`rabbitmq.outage_retry_seconds`) instead of using up deliveries. All
+  end in the queue {_code(topology.dead_letters.name)} (bound with `#`), where they stay until the
+  internal API replays or discards them (`/dead-letters`).
 
 Every message body, command or event, is one JSON envelope:
 

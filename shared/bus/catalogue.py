@@ -411,9 +411,12 @@ def render(document: dict[str, Any] | None = None) -> str:
         "`CommandReply` JSON object with the same `correlation_id`:",
         "",
         *fields_table(_model_schema(CommandReply), _model_schema(CommandReply)),
-        "A command that can never be processed is rejected at once with a `command.rejected` event; one whose "
-        "processing keeps failing is dead-lettered after `rabbitmq.delivery_limit` deliveries. Both end in the "
-        f"queue `<prefix>{example.dead_letters.name.removeprefix(EXAMPLE_PREFIX)}`.",
+        "A command that can never be processed is dead-lettered at once; one whose processing keeps failing, at "
+        "the last of `rabbitmq.delivery_limit` deliveries (while Redis or RabbitMQ cannot be reached a handler is "
+        "run again in place instead, for up to `rabbitmq.outage_retry_seconds`). Each gets a `command.rejected` "
+        "event and ends, with its error in the `x-error` header, in the queue "
+        f"`<prefix>{example.dead_letters.name.removeprefix(EXAMPLE_PREFIX)}`, listed, replayed and discarded "
+        "by the internal API (`/dead-letters`).",
         "",
         *_summary(commands, "Consumed by"),
     ]

@@ -576,11 +576,15 @@ class CdrEvent(Payload):
 
 
 class CommandRejected(Payload):
-    """A command could not be processed and went to the dead-letter queue."""
+    """A command could not be processed and went to the dead-letter queue, with this reason in its
+    ``x-error`` header (the internal API lists and replays the dead letters)."""
 
     command_type: str
     reason: str
     command_id: str | None = None
+    #: rejected: the message itself is wrong (first delivery); failed: its handler kept failing until
+    #: the last delivery the queue allows
+    kind: Literal["rejected", "failed"] = "rejected"
 
 
 COMMAND_PAYLOADS: dict[CommandType, type[Payload]] = {

@@ -63,8 +63,9 @@ def as_reply(body: dict[str, Any], message: RabbitMessage) -> RabbitResponse:
 
 
 def command_subscriber(broker: RabbitBroker, topology: Topology, command: CommandType) -> Any:
-    """The subscriber decorator of a command's own queue. Transient failures (Redis down) requeue the
-    message; the queue's delivery limit bounds the retries, then it is dead-lettered."""
+    """The subscriber decorator of a command's own queue. An error left unhandled by the failure policy
+    (``shared.bus.middleware``) requeues the message (``NACK_ON_ERROR``); the policy dead-letters it
+    with its error at the last delivery the queue allows."""
     return broker.subscriber(
         topology.command_queue(command),
         topology.commands,

@@ -33,10 +33,20 @@ RUN_ID = f"t{uuid.uuid4().hex[:8]}"
 POLL_INTERVAL = 0.2  # seconds between two looks while waiting for a deadline
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port free now and never handed out before in this test run: the kernel may offer the same
+    ephemeral port twice while nothing listens on it yet, and two nodes' settings would then collide
+    (seen once: a worker's metrics port equal to another node's internal port)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 @dataclass

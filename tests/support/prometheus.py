@@ -56,6 +56,8 @@ PLAIN_METRICS = frozenset(
         "oicp_cdrs_sent_total",
         "oicp_cdrs_parked_total",
         "oicp_authorizations_total",
+        "oicp_dead_lettered_total",
+        "oicp_handler_outage_retries_total",
         # node-wide, exported by the gateway (max over gateway replicas)
         "oicp_sessions",
         "oicp_sessions_without_cdr",
