@@ -6,7 +6,15 @@ import math
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import AliasChoices, BeforeValidator, Field, StringConstraints, ValidationError, model_validator
+from pydantic import (
+    AliasChoices,
+    BeforeValidator,
+    Field,
+    StrictBool,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
 
 from shared.oicp.base import KWh, OICPDateTime, OICPModel
 from shared.oicp.status import Acknowledgement, PartnerSessionId, SessionId, StatusCode, StatusCodeValue
@@ -264,15 +272,15 @@ class GetChargeDetailRecordsRequest(OICPModel):
     operator_id: Annotated[OperatorId | None, BeforeValidator(_single_operator_id)] = Field(None, alias="OperatorID")
     # ERRATUM §11.2 item 9: CDRForwarded (adoc, examples, release notes) is OUTPUT; CDRForwarder (EMP oas)
     # accepted.
-    cdr_forwarded: bool | None = Field(
+    cdr_forwarded: StrictBool | None = Field(
         None, alias="CDRForwarded", validation_alias=AliasChoices("CDRForwarded", "CDRForwarder")
     )
 
 
 class Sort(OICPModel):
-    sorted: bool | None = Field(None, alias="sorted")
-    empty: bool | None = Field(None, alias="empty")
-    unsorted: bool | None = Field(None, alias="unsorted")
+    sorted: StrictBool | None = Field(None, alias="sorted")
+    empty: StrictBool | None = Field(None, alias="empty")
+    unsorted: StrictBool | None = Field(None, alias="unsorted")
 
 
 class Pageable(OICPModel):
@@ -280,8 +288,8 @@ class Pageable(OICPModel):
     page_size: int | None = Field(None, alias="pageSize")
     page_number: int | None = Field(None, alias="pageNumber")
     offset: int | None = Field(None, alias="offset")
-    paged: bool | None = Field(None, alias="paged")
-    unpaged: bool | None = Field(None, alias="unpaged")
+    paged: StrictBool | None = Field(None, alias="paged")
+    unpaged: StrictBool | None = Field(None, alias="unpaged")
 
 
 class _Page(OICPModel):
@@ -291,8 +299,8 @@ class _Page(OICPModel):
     size: Annotated[int, Field(ge=0)] = Field(alias="size")
     total_elements: Annotated[int, Field(ge=0)] = Field(alias="totalElements")
     total_pages: Annotated[int, Field(ge=0)] = Field(alias="totalPages")
-    first: bool = Field(alias="first")
-    last: bool = Field(alias="last")
+    first: StrictBool = Field(alias="first")
+    last: StrictBool = Field(alias="last")
     number_of_elements: Annotated[int, Field(ge=0)] = Field(alias="numberOfElements")
 
     @staticmethod
@@ -330,7 +338,7 @@ class ChargeDetailRecordsPage(_Page):
     content: list[ChargeDetailRecord] = Field(alias="content")
     status_code: StatusCode = Field(alias="StatusCode")
     pageable: Pageable | None = Field(None, alias="pageable")
-    empty: bool | None = Field(None, alias="empty")
+    empty: StrictBool | None = Field(None, alias="empty")
 
     @classmethod
     def page(
@@ -388,9 +396,9 @@ class PullEvseDataRequest(OICPModel):
     calibration_law_data_availability: list[CalibrationLawDataAvailability] | None = Field(
         None, alias="CalibrationLawDataAvailability"
     )
-    renewable_energy: bool | None = Field(None, alias="RenewableEnergy")
-    is_hubject_compatible: bool | None = Field(None, alias="IsHubjectCompatible")
-    is_open_24_hours: bool | None = Field(None, alias="IsOpen24Hours")
+    renewable_energy: StrictBool | None = Field(None, alias="RenewableEnergy")
+    is_hubject_compatible: StrictBool | None = Field(None, alias="IsHubjectCompatible")
+    is_open_24_hours: StrictBool | None = Field(None, alias="IsOpen24Hours")
 
     @model_validator(mode="after")
     def _search_center_xor_last_call(self) -> Self:

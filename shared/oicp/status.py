@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Self
 
-from pydantic import AliasChoices, Field, StringConstraints
+from pydantic import AliasChoices, Field, StrictBool, StringConstraints
 
 from shared.oicp.base import OICPModel
 from shared.oicp.ids import SESSION_ID_PATTERN
@@ -144,7 +144,7 @@ class StatusCode(OICPModel):
 class Acknowledgement(OICPModel):
     """eRoamingAcknowledgement: answer of most operations and the generic error answer."""
 
-    result: bool = Field(alias="Result")
+    result: StrictBool = Field(alias="Result")
     status_code: StatusCode = Field(alias="StatusCode")
     session_id: SessionId | None = Field(None, alias="SessionID")
     cpo_partner_session_id: PartnerSessionId | None = Field(None, alias="CPOPartnerSessionID")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any, Self
 
-from pydantic import AliasChoices, BeforeValidator, Field, StringConstraints, model_validator
+from pydantic import AliasChoices, BeforeValidator, Field, StrictBool, StringConstraints, model_validator
 
 from shared.oicp.base import Km, KWh, OICPDateTime, OICPDecimal, OICPModel
 from shared.oicp.ids import (
@@ -486,7 +486,7 @@ class Address(OICPModel):
     house_num: _str(10) = Field(alias="HouseNum")
     floor: _str(5) | None = Field(None, alias="Floor")
     region: _str(50) | None = Field(None, alias="Region")
-    parking_facility: bool | None = Field(None, alias="ParkingFacility")
+    parking_facility: StrictBool | None = Field(None, alias="ParkingFacility")
     parking_spot: _str(5) | None = Field(None, alias="ParkingSpot")
     # TimeZone: anchored pattern, see ids.TIME_ZONE_PATTERN.
     time_zone: Annotated[str, StringConstraints(pattern=TIME_ZONE_PATTERN)] | None = Field(None, alias="TimeZone")
@@ -572,9 +572,9 @@ class EvseDataRecord(OICPModel):
     address: Address = Field(alias="Address")
     geo_coordinates: GeoCoordinates = Field(alias="GeoCoordinates")
     plugs: list[PlugType] = Field(alias="Plugs")
-    dynamic_power_level: bool | None = Field(None, alias="DynamicPowerLevel")
+    dynamic_power_level: StrictBool | None = Field(None, alias="DynamicPowerLevel")
     charging_facilities: list[ChargingFacility] = Field(alias="ChargingFacilities")
-    renewable_energy: bool = Field(alias="RenewableEnergy")
+    renewable_energy: StrictBool = Field(alias="RenewableEnergy")
     energy_source: list[EnergySource] | None = Field(None, alias="EnergySource")
     environmental_impact: EnvironmentalImpact | None = Field(None, alias="EnvironmentalImpact")
     calibration_law_data_availability: CalibrationLawDataAvailability = Field(alias="CalibrationLawDataAvailability")
@@ -588,11 +588,11 @@ class EvseDataRecord(OICPModel):
     additional_info: list[InfoText] | None = Field(None, alias="AdditionalInfo")
     charging_station_location_reference: list[InfoText] | None = Field(None, alias="ChargingStationLocationReference")
     geo_charging_point_entrance: GeoCoordinates | None = Field(None, alias="GeoChargingPointEntrance")
-    is_open_24_hours: bool = Field(alias="IsOpen24Hours")
+    is_open_24_hours: StrictBool = Field(alias="IsOpen24Hours")
     opening_times: list[OpeningTimes] | None = Field(None, alias="OpeningTimes")
     hub_operator_id: OperatorId | None = Field(None, alias="HubOperatorID")
     clearinghouse_id: _str(20) | None = Field(None, alias="ClearinghouseID")
-    is_hubject_compatible: bool = Field(alias="IsHubjectCompatible")
+    is_hubject_compatible: StrictBool = Field(alias="IsHubjectCompatible")
     dynamic_info_available: DynamicInfoAvailableField = Field(alias="DynamicInfoAvailable")
 
     @model_validator(mode="after")
@@ -645,7 +645,7 @@ class PricingProductDataRecord(OICPModel):
     product_price_currency: CurrencyCode = Field(alias="ProductPriceCurrency")
     price_per_reference_unit: OICPDecimal = Field(alias="PricePerReferenceUnit")
     maximum_product_charging_power: OICPDecimal = Field(alias="MaximumProductChargingPower")
-    is_valid_24_hours: bool = Field(alias="IsValid24hours")
+    is_valid_24_hours: StrictBool = Field(alias="IsValid24hours")
     product_availability_times: list[ProductAvailabilityTimes] = Field(alias="ProductAvailabilityTimes")
     additional_references: list[AdditionalReferenceRecord] | None = Field(None, alias="AdditionalReferences")
 

@@ -105,6 +105,9 @@ class PeerClient:
                 headers=headers,
                 timeout=timeout,
                 ssl=tls_context,
+                # A 3xx is an error, not a new address: the peer's base URL is configured, and a
+                # redirect would send the body (and, same-origin, the token) wherever it points.
+                allow_redirects=False,
             ) as response:
                 raw = await response.read()
                 if response.status == 429 or response.status >= 500:
