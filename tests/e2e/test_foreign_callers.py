@@ -10,7 +10,11 @@ what they are refused is acting in the name of, or on the objects of, another pe
    ID, the foreign peer's own path with the victim's ID in the body (017; 018 for an EvseID of another
    operator). Nothing takes effect: no session, no CDR, no stored EVSE data/status/pricing/auth data,
    no backend request, and no node event about the request by the time a later marker's event came.
-2. Semantic ownership inside the workers: stops of another EMP's sessions (400), another EMP's CDRs
+2. Every operation (parametrized) called with the legitimate peer's IDs and body but without valid
+   credentials: none at all, a token this node never issued, the token this node itself uses towards
+   the other node (valid there, not here), and the token the other node accepts from its foreign peer:
+   017 "unknown caller", and nothing takes effect (as in 1).
+3. Semantic ownership inside the workers: stops of another EMP's sessions (400), another EMP's CDRs
    and pricing (never shown), notifications and CDRs for another CPO's sessions (400/018), AuthorizeStop
    of another CPO's session (NotAuthorized 400), pushes of another operator's EVSEs (018), authentication
    data with another provider's EvcoIDs (019) - each next to the victim's own request succeeding, which
@@ -80,12 +84,15 @@ class Foreign:
     async def cdr(self, node: NodeSpec, session_id: str) -> dict[str, Any] | None:
         return await self.internal_get(node, f"/cdrs/{session_id}")  # type: ignore[no-any-return]
 
-    async def oicp(self, operation: Operation, path_id: str | None, body: dict[str, Any], token: str) -> dict[str, Any]:
-        """A peer's call; the answer is checked against Hubject's OpenAPI."""
+    async def oicp(
+        self, operation: Operation, path_id: str | None, body: dict[str, Any], token: str | None
+    ) -> dict[str, Any]:
+        """A peer's call (``token`` None: without credentials); the answer is checked against Hubject's
+        OpenAPI."""
         node = self.cpo if operation.face is Face.CPO else self.emp
         param = operation.path_param
         path = operation.path.format(**{param: path_id}) if param else operation.path
-        headers = {"Authorization": f"Bearer {token}"}
+        headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
         async with self.http.post(node.oicp_url + path, json=body, headers=headers) as response:
             assert response.status == 200, await response.text()
             answer: dict[str, Any] = await response.json(content_type=None)
@@ -371,7 +378,46 @@ async def test_a_foreign_peer_naming_another_peer_is_refused_and_nothing_takes_e
     await assert_nothing_stored(foreign, operation, marks)
 
 
-# ---- 2. semantic ownership -----------------------------------------------------------------------------
+# ---- 2. every operation without valid credentials ---------------------------------------------------
+
+
+def bad_credentials(cpo_face: bool) -> dict[str, str | None]:
+    """Credentials the node must not take, by what they are."""
+    own_outbound, foreign_at_other_node = (
+        (CPO_CALLS_EMP, OTH_CPO_CALLS_EMP) if cpo_face else (EMP_CALLS_CPO, OTH_EMP_CALLS_CPO)
+    )
+    return {
+        "none": None,
+        "a token never issued": uuid.uuid4().hex,
+        "the node's own token for the other node": own_outbound,
+        "a token of the other node's foreign peer": foreign_at_other_node,
+    }
+
+
+@pytest.mark.parametrize("operation", OPERATIONS, ids=lambda o: o.name)
+async def test_every_operation_without_valid_credentials_is_refused_and_nothing_takes_effect(
+    foreign: Foreign, operation: Operation
+) -> None:
+    cpo_face = operation.face is Face.CPO
+    node = foreign.cpo if cpo_face else foreign.emp
+    legitimate = EMP_ID if cpo_face else CPO_ID
+    marks = Marks.new()
+    async with (
+        EventTap(node.topology.events.name, "#") as events,
+        BusResponder(foreign.cpo, BACKEND, always(ACCEPTED)) as backend,
+    ):
+        for what, token in bad_credentials(cpo_face).items():
+            body = body_naming(operation.name, legitimate, marks)
+            answer = await foreign.oicp(operation, legitimate, body, token)
+            assert_refused(operation, answer, "017")
+            assert "unknown caller" in answer["StatusCode"]["AdditionalInfo"], (what, answer)
+        await marker_event(foreign, node, events)
+        assert mentions(events.events, marks.all) == [], "an event about the refused request"
+        assert [body for _, body in backend.requests if any(m in json.dumps(body) for m in marks.all)] == []
+    await assert_nothing_stored(foreign, operation, marks)
+
+
+# ---- 3. semantic ownership -----------------------------------------------------------------------------
 
 
 async def remote_start(foreign: Foreign, evse: str, reservation: bool = False) -> str:
