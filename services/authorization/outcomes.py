@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Literal
 from shared.bus.messages import AuthorizationDecided, CommandReply, EventType, SessionEvent
 from shared.metrics import AUTHORIZATIONS
 from shared.oicp import AuthorizationStartResponse, AuthorizationStatus, AuthorizationStopResponse, Identification
+from shared.oicp.ids import normalize_id
 from shared.stores.sessions import Session
 
 if TYPE_CHECKING:
@@ -19,14 +20,25 @@ Role = Literal["cpo", "emp"]
 
 async def record_authorized(deps: AuthorizationDeps, session: Session, correlation_id: str | None) -> Session:
     """Write the authorized session before the answer goes out (a CDR or stop must find it), then
-    publish ``session.authorized``. A SessionID that exists already (a redelivery) keeps its record."""
+    publish ``session.authorized`` - at least once: the SessionID is marked unannounced before the
+    write and unmarked after the event, so the redelivery of a command whose worker died (or whose
+    broker failed) between the two finds its session recorded and publishes the event then. A
+    SessionID that exists and was announced (a repeat) keeps its record and publishes nothing; nor
+    does a request of another peer that reuses a SessionID."""
+    unannounced = deps.keys.key("sessions", "authorized", "unannounced")
+    marked = bool(await deps.redis.sadd(unannounced, session.session_id))
     created, stored = await deps.ledger.create(session, note=f"authorized ({session.role})")
-    if created:
+    same = stored.role == session.role and normalize_id(stored.peer_id or "") == normalize_id(session.peer_id or "")
+    # Not created: unannounced only if the mark was there already, left by an earlier attempt.
+    announce = created or (same and not marked)
+    if announce:
         await deps.bus.emit_event(
             EventType.SESSION_AUTHORIZED,
             SessionEvent(session=stored.as_dict(), previous_state=None, code="000"),
             correlation_id=correlation_id,
         )
+    if announce or marked:
+        await deps.redis.srem(unannounced, session.session_id)
     return stored
 
 
