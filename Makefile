@@ -17,7 +17,7 @@ help:
 	@echo "make lint   - ruff"
 	@echo "make docs   - regenerate docs/ from the code: asyncapi.yaml, events.md, configuration.md, openapi/*.json"
 	@echo "make bench  - benchmarks vs their baselines (BENCH_ARGS=\"status_fanout --large\"; see bench/README.md)"
-	@echo "make soak   - the long hostile-input runs: the API fuzzing and model properties with many more examples"
+	@echo "make soak   - the long runs: API fuzzing and model properties with many more examples, RabbitMQ stopped and started under load (alone on the machine)"
 
 # uv lives in its own small venv so that `uv sync` never removes it from the project venv.
 $(UV):
@@ -63,6 +63,8 @@ format: venv
 soak: venv services
 	OICP_P2P_FUZZ_EXAMPLES=300 OICP_P2P_PROPERTY_EXAMPLES=1000 $(PY) -m pytest -q -p no:cacheprovider \
 		tests/e2e/test_fuzz_openapi.py tests/unit/test_oicp_model_properties.py
+	# stops and starts the machine's RabbitMQ: nothing else may use it meanwhile
+	$(PY) -m pytest -q -p no:cacheprovider -m broker_restart tests/e2e/test_kill_under_load.py
 
 bench: venv services
 	$(PY) -m bench $(BENCH_ARGS)

@@ -107,6 +107,12 @@ HANDLER_OUTAGE_RETRIES = Counter(
     ["command"],
 )
 
+CONSUMERS_RECOVERED = Counter(
+    "oicp_consumers_recovered_total",
+    "Subscriptions a worker made again because RabbitMQ showed its queue without any consumer",
+    ["queue"],
+)
+
 # ---- node-wide state, read by the gateway at scrape time ---------------------------------------------
 
 #: name → (help, label names) of every node-wide gauge; one table so the dashboards, the alerts and

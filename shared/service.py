@@ -12,6 +12,7 @@ from faststream import FastStream
 from faststream.rabbit import RabbitBroker
 
 from shared.bus.client import Bus, create_broker
+from shared.bus.consumers import ConsumerWatchdog
 from shared.bus.messages import EventType, InternalRequest
 from shared.bus.middleware import failure_policy
 from shared.bus.topology import Topology
@@ -64,6 +65,13 @@ def run_worker(service: str, create_app: Callable[[NodeSettings], FastStream]) -
     # so) and goes last on shutdown.
     app.on_startup(server.start)
     app.after_shutdown(server.stop)
+    rabbitmq = settings.rabbitmq
+    # consumers lost in a RabbitMQ restart are subscribed again (shared/bus/consumers.py)
+    watchdog = ConsumerWatchdog(
+        app.broker, rabbitmq.url, f"{settings.name}/{service}-watchdog", rabbitmq.consumer_check_seconds
+    )
+    app.after_startup(watchdog.start)
+    app.on_shutdown(watchdog.stop)
     uvloop.run(app.run())
 
 

@@ -503,6 +503,13 @@ class RabbitSettings(Strict):
         "message held, for up to this long before it is requeued (one delivery used); below RabbitMQ's "
         "consumer_timeout (30 min)",
     )
+    consumer_check_seconds: float = Field(
+        default=10.0,
+        ge=1,
+        le=300,
+        description="each worker checks this often that every queue it consumes has a consumer, and "
+        "subscribes again if not (consumers lost in a RabbitMQ restart)",
+    )
 
 
 class RedisSettings(Strict):

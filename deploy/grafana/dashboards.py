@@ -329,15 +329,10 @@ OVERVIEW = Dashboard(
                             "sum by (command, kind) (rate(oicp_dead_lettered_total[$__rate_interval]))",
                             "dead-lettered {{kind}} {{command}}",
                         ),
-                        q(
-                            "sum by (command) (rate(oicp_handler_outage_retries_total[$__rate_interval]))",
-                            "run again (outage) {{command}}",
-                        ),
                     ),
                     unit="ops",
                     description="nacked/error = requeued for another delivery; dead-lettered = sent to the "
-                    "dead-letter queue with its error (rejected: wrong message; failed: kept failing); run again = "
-                    "a handler repeated in place while Redis or RabbitMQ could not be reached.",
+                    "dead-letter queue with its error (rejected: wrong message; failed: kept failing).",
                     width=8,
                 ),
                 Panel(

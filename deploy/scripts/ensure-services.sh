@@ -20,6 +20,14 @@ if ! port_open 6379; then
   fi
 fi
 
+# The node may be up with its application stopped (`rabbitmqctl stop_app`, e.g. by an interrupted
+# broker-restart test of `make soak`): start the application, not a second node.
+if ! port_open 5672 && command -v rabbitmqctl >/dev/null && timeout 20 rabbitmqctl -q ping >/dev/null 2>&1; then
+  echo "starting the RabbitMQ application (its node runs, the application was stopped)"
+  timeout 120 rabbitmqctl -q start_app >/dev/null 2>&1
+  wait_port 5672 || { echo "ERROR: the RabbitMQ application did not come up on 127.0.0.1:5672" >&2; missing=1; }
+fi
+
 if ! port_open 5672; then
   if command -v rabbitmq-server >/dev/null; then
     echo "starting RabbitMQ on 127.0.0.1:5672"

@@ -204,8 +204,8 @@ async def nodes(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Nodes
                 assert r.status == 200 and (await r.json())["ok"], await r.text()
         async with (
             Backend(cpo) as backend,
-            EventTap(emp.topology.events.name, "#") as emp_events,
-            EventTap(cpo.topology.events.name, "session.authorized") as cpo_events,
+            EventTap(emp.topology.events.name, "#", durable=True) as emp_events,
+            EventTap(cpo.topology.events.name, "session.authorized", durable=True) as cpo_events,
         ):
             yield Nodes(cpo, emp, cpo_processes, emp_processes, backend, to_emp, redis, emp_events, cpo_events)
     finally:
@@ -670,3 +670,71 @@ async def test_an_authorization_interrupted_after_its_ledger_write_is_still_anno
         if found:
             await redis.delete(*found)
         await redis.aclose()
+
+
+# ---- RabbitMQ itself stopped and started again (make soak) -----------------------------------------
+
+BROKER_DOWN_FOR = 5.0  # seconds RabbitMQ stays stopped
+SERVICES = ("gateway", "evse_push", "authorization", "sessions", "cdr")
+
+
+async def rabbitmqctl(*args: str) -> None:
+    process = await asyncio.create_subprocess_exec(
+        "rabbitmqctl", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    output, _ = await process.communicate()
+    assert process.returncode == 0, f"rabbitmqctl {' '.join(args)}: {output.decode(errors='replace')}"
+
+
+@pytest.mark.broker_restart
+async def test_rabbitmq_stopped_and_started_under_load_loses_and_duplicates_nothing(nodes: Nodes) -> None:
+    """The machine's RabbitMQ application is stopped for a few seconds in the middle of the load and
+    started again (``rabbitmqctl stop_app``/``start_app``: every connection dropped, every queue
+    unavailable, then recovered from disk). While it is down neither node is ready and no request is
+    acknowledged that did not take effect; afterwards every process of both nodes consumes again
+    without being restarted (same PIDs: the robust connections and the consumer watchdog), and the
+    same guarantees as after a kill hold. It stops the broker every other test run shares, so it runs
+    alone, in ``make soak``."""
+    pids = {
+        (name, service): service_pids(nodes.processes(name), service) for name in ("cpo", "emp") for service in SERVICES
+    }
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+        load = Load(nodes, http)
+        began = time.monotonic()
+        load.start()
+        try:
+            await wait_until(lambda: load.acked_since(began) >= BEFORE_KILL, timeout=30, what="the load flowing")
+            await rabbitmqctl("stop_app")
+            try:
+                await asyncio.sleep(BROKER_DOWN_FOR)
+                for node in (nodes.cpo, nodes.emp):
+                    assert not await ready(node), f"{node.name} says it is ready without RabbitMQ"
+                down_since = time.monotonic() - BROKER_DOWN_FOR
+            finally:
+                await rabbitmqctl("start_app")
+                await rabbitmqctl("await_startup")
+            back = time.monotonic()
+            for node in (nodes.cpo, nodes.emp):
+                await wait_until(lambda n=node: ready(n), timeout=60, interval=0.5, what=f"{node.name} ready again")
+                for service in SERVICES[1:]:
+                    await wait_until(
+                        lambda n=node, s=service: consumers_back(n, s),
+                        timeout=60,
+                        interval=0.5,
+                        what=f"{node.name}/{service} consuming again",
+                    )
+            for kind in ("status", "authorization", "cdr"):
+                await wait_until(
+                    lambda k=kind: load.acked_since(back, (k,)) >= AFTER_RESTART,
+                    timeout=60,
+                    what=f"{kind} acknowledged again after RabbitMQ returned",
+                )
+        finally:
+            await load.stop()
+        print(f"\nRabbitMQ down from {down_since - began:.1f}s to {back - began:.1f}s; {load.summary()}")
+        assert {key: service_pids(nodes.processes(key[0]), key[1]) for key in pids} == pids, "a process was restarted"
+
+        assert not load.unexpected, load.unexpected
+        await check_statuses(nodes, load)
+        await check_authorizations(nodes, load)
+        await check_sessions_and_cdrs(nodes, load, http)

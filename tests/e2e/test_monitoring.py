@@ -15,7 +15,9 @@ The scenario, and what it is for:
   notification End without any CDR, with ``sessions.cdr_missing_after_seconds`` tiny
   (OicpSessionsWithoutCdr);
 * a command for a foreign EVSE over AMQP, which the worker rejects to the dead-letter queue
-  (OicpDeadLetters, FastStream's "rejected" status);
+  (OicpDeadLetters, oicp_dead_lettered_total kind rejected), and a status change whose handler keeps
+  failing (a corrupted Redis key): requeued at every delivery (FastStream's non-acked statuses), then
+  dead-lettered kind failed;
 * calls with an unknown token (017 — OicpHighErrorRate for "anonymous") and one pull over the peer's
   rate limit (429, oicp_rate_limited_total).
 
@@ -48,13 +50,17 @@ import aiohttp
 import orjson
 import pytest
 import pytest_asyncio
+import redis.asyncio as aioredis
 
+from shared.oicp.ids import normalize_id
 from shared.oicp.operations import OPERATIONS_BY_NAME
+from shared.stores.redis import KeySpace
 from tests.support.cdr_bodies import full_cdr
 from tests.support.cdrs import service_pids
 from tests.support.nodes import (
     AMQP_URL,
     POLL_INTERVAL,
+    REDIS_URL,
     RUN_ID,
     NodeProcesses,
     NodeSpec,
@@ -174,6 +180,32 @@ async def publish_foreign_command(node: NodeSpec) -> None:
         )
 
 
+async def fail_a_handler(m: Monitored) -> None:
+    """A command whose handler keeps failing: the CPO's own status hash is briefly a string (every
+    write to it fails with WRONGTYPE), so a status change is requeued at each delivery (FastStream's
+    non-acked statuses) and dead-lettered "failed" at the last; the hash is put back afterwards."""
+    key = KeySpace(f"{RUN_ID}:{m.cpo.name}:").key("own", "evse-status", normalize_id(CPO_ID))
+    saved = f"{key}:saved"
+    client = aioredis.from_url(REDIS_URL)
+    async with client:
+        had = await client.exists(key)
+        if had:
+            await client.rename(key, saved)
+        await client.set(key, "not a hash")
+        try:
+            await m.set_status(fresh_evse())
+
+            async def failed() -> bool:
+                letters = (await m.internal_get(m.cpo, "/dead-letters"))["messages"]
+                return any(letter["kind"] == "failed" for letter in letters)
+
+            await wait_until(failed, timeout=SCENARIO_TIMEOUT, what="the failing command dead-lettered")
+        finally:
+            await client.delete(key)
+            if had:
+                await client.rename(saved, key)
+
+
 async def scenario(m: Monitored) -> None:
     # EVSE status to both EMP peers (the EMP node acknowledges, DOWN never answers)
     for _ in range(3):
@@ -204,6 +236,7 @@ async def scenario(m: Monitored) -> None:
 
     # a poison command (dead letter), an unknown caller (017), a pull over the EMP peer's limit (429)
     await publish_foreign_command(m.cpo)
+    await fail_a_handler(m)
     assert await m.pull_status("nobody-knows-this-token") == 200  # an OICP answer with 017
     statuses = [await m.pull_status(EMP_CALLS_CPO) for _ in range(PULL_LIMIT + 1)]
     assert statuses[-1] == 429, statuses

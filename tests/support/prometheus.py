@@ -58,6 +58,7 @@ PLAIN_METRICS = frozenset(
         "oicp_authorizations_total",
         "oicp_dead_lettered_total",
         "oicp_handler_outage_retries_total",
+        "oicp_consumers_recovered_total",
         # node-wide, exported by the gateway (max over gateway replicas)
         "oicp_sessions",
         "oicp_sessions_without_cdr",
