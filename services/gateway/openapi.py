@@ -922,7 +922,7 @@ def internal_openapi() -> dict[str, Any]:
                 "description": "The oldest `limit` dead letters, left in the queue: commands that were wrong "
                 "(`kind` rejected, at their first delivery) or whose handler kept failing until the last delivery "
                 "`rabbitmq.delivery_limit` allows (`kind` failed), each with its error, the service that gave up "
-                "and its body; requests that expired unconsumed show RabbitMQ's reason (`expired`).",
+                "and its body; a message RabbitMQ dead-lettered itself shows its reason (e.g. `delivery_limit`).",
                 "parameters": [
                     _query(
                         "limit",

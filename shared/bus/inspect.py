@@ -111,7 +111,7 @@ def _text(value: Any) -> str:
 
 def dead_letter_view(message: AbstractIncomingMessage) -> dict[str, Any]:
     """A dead letter as the internal API shows it. Dead-lettered by a worker's failure policy it carries
-    ``x-error*`` headers; dead-lettered by RabbitMQ itself (a request that expired unconsumed, a
+    ``x-error*`` headers; dead-lettered by RabbitMQ itself (a message that expired unconsumed, a
     delivery limit reached without a worker's say) the ``x-death`` reason is all there is."""
     headers = dict(message.headers or {})
     deaths = headers.get("x-death") or []

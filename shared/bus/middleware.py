@@ -76,6 +76,13 @@ def delivered_before(message: Any) -> bool:
     return bool(getattr(raw, "redelivered", False)) or RETRIED_HEADER in (message.headers or {})
 
 
+def no_reply(message: Any) -> None:
+    """Send nothing to the message's ``reply_to``: FastStream answers a request even when its handler
+    returns None, and RabbitMQ 3.10 returns a mandatory publish to a direct reply-to address as
+    NO_ROUTE, which fails the delivery and requeues the message (up to its delivery limit)."""
+    message.reply_to = ""
+
+
 def failure_policy(bus: Bus, service: str, delivery_limit: int, outage_retry_seconds: float) -> Callable[..., Any]:
     """Middleware factory of the failure treatment described in the module docstring."""
     dead_letter_exchange = bus.topology.dead_letter
@@ -87,9 +94,13 @@ def failure_policy(bus: Bus, service: str, delivery_limit: int, outage_retry_sec
             delay = RETRY_INITIAL_SECONDS
             while True:
                 try:
-                    return await call_next(msg)
+                    result = await call_next(msg)
+                    if result is None:
+                        no_reply(msg)  # a fire-and-forget command sent with reply_to: nothing to say
+                    return result
                 except (*POISON, PoisonMessage) as exc:
                     await self._dead_letter(msg, routing_key, describe(exc), "rejected")
+                    no_reply(msg)
                     return None
                 except OUTAGE as exc:
                     if time.monotonic() + delay > give_up_at:
@@ -109,6 +120,7 @@ def failure_policy(bus: Bus, service: str, delivery_limit: int, outage_retry_sec
                 raise exc  # NACK_ON_ERROR requeues it
             logger.error("%s failed at its delivery %d: %s", routing_key, deliveries + 1, exc, exc_info=exc)
             await self._dead_letter(msg, routing_key, describe(exc), "failed", deliveries + 1)
+            no_reply(msg)
             return None
 
         async def _dead_letter(self, msg: Any, routing_key: str, reason: str, kind: str, deliveries: int = 1) -> None:

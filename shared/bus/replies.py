@@ -20,6 +20,7 @@ from faststream.rabbit import RabbitBroker, RabbitResponse
 from shared.bus.annotations import RabbitMessage
 from shared.bus.envelope import Envelope
 from shared.bus.messages import CommandReply, CommandType
+from shared.bus.middleware import no_reply
 from shared.bus.rpc import deadline_passed
 from shared.bus.topology import Topology
 from shared.stores.redis import KeySpace
@@ -43,6 +44,7 @@ async def answer_once(
     """
     if deadline_passed(message.headers):
         logger.warning("%s %s arrived after its deadline; not applied", envelope.type, envelope.event_id)
+        no_reply(message)  # nobody waits for it
         return None
     done_key = keys.key("commands", "done", str(envelope.event_id))
     previous = await redis.get(done_key)

@@ -5,10 +5,13 @@ call, so only one request can be in flight per process. This client keeps one co
 direct reply-to pseudo-queue and matches replies by correlation id, so requests run concurrently.
 
 The request is published with publisher confirms and ``mandatory`` (no queue → error), and carries
-its deadline twice: as the AMQP ``expiration`` (RabbitMQ drops it unconsumed after the deadline) and
-as the header ``x-deadline`` (the worker skips a message whose caller has given up). So a request the
-caller reported as failed is almost never applied later; the remaining window (a worker that started
-just before the deadline) is documented in the README.
+its deadline in the header ``x-deadline`` (the worker skips a message whose caller has given up). So a
+request the caller reported as failed is almost never applied later; the remaining window (a worker
+that started just before the deadline) is documented in the README. A request to an internal system
+also carries it as the AMQP ``expiration`` (RabbitMQ drops it unconsumed: the system's queue is its
+own). A command to the node's own workers does not: their queues dead-letter what expires, and a
+request its caller gave up on (the partner was answered with an error) is no failure for the
+dead-letter queue and its alert — the worker skips it when it comes.
 """
 
 from __future__ import annotations
@@ -180,7 +183,7 @@ class RpcClient:
             correlation_id=request_id,
             message_id=message_id or request_id,
             reply_to=DIRECT_REPLY_TO,
-            expiration=max(0.001, timeout),
+            expiration=None if exchange_name == self._topology.commands.name else max(0.001, timeout),
             headers={DEADLINE_HEADER: f"{deadline:.3f}", "x-correlation-id": correlation_id or request_id},
         )
         try:

@@ -10,6 +10,7 @@ a status command for that operator fails with WRONGTYPE while the other operator
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -192,3 +193,32 @@ async def _is(node: Node, evse_id: str, status: str) -> bool:
 
 async def _retries_above(node: Node, before: float) -> bool:
     return await node.metric(RETRIES, command=STATUS_SET) > before
+
+
+async def test_a_fire_and_forget_command_sent_with_reply_to_is_applied_once_and_not_redelivered(node: Node) -> None:
+    """An internal system may set reply_to on any command (amq.rabbitmq.reply-to). A command whose
+    handler answers nothing must not make the worker publish an empty reply: RabbitMQ 3.10 returns it
+    (NO_ROUTE), which failed the delivery and redelivered the command until its delivery limit."""
+    evse_id = evse(GOOD_OPERATOR)
+    body = {"type": STATUS_SET, "node": "csms", "data": {"records": [{"EvseID": evse_id, "EvseStatus": "Reserved"}]}}
+    marker = uuid.uuid4().hex
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        replies = await channel.get_queue("amq.rabbitmq.reply-to", ensure=False)
+        got: list[bytes] = []
+
+        async def on_reply(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            got.append(message.body)
+
+        await replies.consume(on_reply, no_ack=True)
+        exchange = await channel.get_exchange(node.spec.topology.commands.name)
+        message = aio_pika.Message(
+            orjson.dumps(body), content_type="application/json", message_id=marker, reply_to="amq.rabbitmq.reply-to"
+        )
+        await exchange.publish(message, routing_key=STATUS_SET, mandatory=True)
+        await wait_until(lambda: _is(node, evse_id, "Reserved"), what="the command applied")
+        # With the empty reply it was redelivered at once, delivery_limit times, then dead-lettered by
+        # RabbitMQ; a second is plenty for that to show.
+        await asyncio.sleep(1)
+    assert await node.dead_letters() == [] and got == []

@@ -63,6 +63,7 @@ from tests.support.cdrs import cdr_body, service_pids
 from tests.support.events import EventTap
 from tests.support.nodes import AMQP_URL, REDIS_URL, RUN_ID, NodeProcesses, NodeSpec, cleanup, wait_until
 from tests.support.proxy import TcpProxy
+from tests.support.redis_server import RedisServer
 from tests.support.responders import HOLD, BusResponder, always
 from tests.support.sessions import REMOTE, notification
 
@@ -147,6 +148,7 @@ class Nodes:
     backend: Backend
     to_emp: TcpProxy  # the CPO node reaches the EMP node through it
     redis: aioredis.Redis
+    redis_server: RedisServer  # the nodes' Redis, their own
     emp_events: EventTap  # session.authorized, cdr.received
     cpo_events: EventTap  # session.authorized
 
@@ -165,9 +167,19 @@ class Nodes:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def nodes(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Nodes]:
-    fast_cdrs = {"cdr": {"backoff_initial_seconds": 0.2, "backoff_max_seconds": 1.0, "max_attempts": 1000}}
-    cpo = NodeSpec("kcpo", operator_ids=[CPO_ID], extra=fast_cdrs)
-    emp = NodeSpec("kemp", provider_ids=[EMP_ID], extra=fast_cdrs)
+    directory = tmp_path_factory.mktemp("kill")
+    # Redis of the module's own, with an append-only file, so that a test can kill and restart it
+    redis_server = RedisServer(directory / "redis")
+    await redis_server.start()
+
+    def settings(name: str) -> dict[str, Any]:
+        return {
+            "cdr": {"backoff_initial_seconds": 0.2, "backoff_max_seconds": 1.0, "max_attempts": 1000},
+            "redis": {"url": redis_server.url, "key_prefix": f"{RUN_ID}:{name}:"},
+        }
+
+    cpo = NodeSpec("kcpo", operator_ids=[CPO_ID], extra=settings("kcpo"))
+    emp = NodeSpec("kemp", provider_ids=[EMP_ID], extra=settings("kemp"))
     to_emp = TcpProxy(emp.oicp_port)
     await to_emp.start()
     cpo.peers = [
@@ -189,9 +201,8 @@ async def nodes(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Nodes
             "outbound_token": EMP_CALLS_CPO,
         }
     ]
-    directory = tmp_path_factory.mktemp("kill")
     cpo_processes, emp_processes = NodeProcesses([cpo], directory), NodeProcesses([emp], directory)
-    redis = aioredis.from_url(REDIS_URL)
+    redis = aioredis.from_url(redis_server.url)
     try:
         await asyncio.gather(cpo_processes.start(), emp_processes.start())
         async with aiohttp.ClientSession() as http:
@@ -207,12 +218,15 @@ async def nodes(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Nodes
             EventTap(emp.topology.events.name, "#", durable=True) as emp_events,
             EventTap(cpo.topology.events.name, "session.authorized", durable=True) as cpo_events,
         ):
-            yield Nodes(cpo, emp, cpo_processes, emp_processes, backend, to_emp, redis, emp_events, cpo_events)
+            yield Nodes(
+                cpo, emp, cpo_processes, emp_processes, backend, to_emp, redis, redis_server, emp_events, cpo_events
+            )
     finally:
         cpo_processes.stop()
         emp_processes.stop()
         await to_emp.cut()
         await redis.aclose()
+        await redis_server.stop()
         await cleanup([cpo, emp])
 
 
@@ -512,6 +526,8 @@ async def check_authorizations(nodes: Nodes, load: Load) -> None:
             found = await sessions_at(nodes, node, evse)
             assert len(found) <= 1, (node.name, evse, [s.session_id for s in found])
             if sid in load.authorized:
+                by_id = await nodes.ledger(node).get(sid)
+                assert len(found) == 1, f"{node.name}: authorized {sid} at {evse}: by EVSE {found}, by id {by_id}"
                 [session] = found
                 assert (session.session_id, session.kind, session.state.value) == (sid, "authorize", "authorized")
                 assert session.peer_id == peer, (node.name, session)
@@ -672,10 +688,62 @@ async def test_an_authorization_interrupted_after_its_ledger_write_is_still_anno
         await redis.aclose()
 
 
+# ---- Redis killed and started again ----------------------------------------------------------------
+
+REDIS_DOWN_FOR = 4.0  # seconds the nodes' Redis stays dead
+SERVICES = ("gateway", "evse_push", "authorization", "sessions", "cdr")
+
+
+async def test_redis_killed_and_restarted_under_load_loses_and_duplicates_nothing(nodes: Nodes) -> None:
+    """The nodes' Redis is killed (SIGKILL) in the middle of the load and started again on its
+    append-only file, as a production Redis restarts. While it is down neither node is ready and
+    nothing is acknowledged that did not take effect (commands accepted before are held by their
+    workers, not dead-lettered); afterwards every process of both nodes carries on without a restart
+    (same PIDs) and the same guarantees as after a kill hold."""
+    pids = {
+        (name, service): service_pids(nodes.processes(name), service) for name in ("cpo", "emp") for service in SERVICES
+    }
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+        load = Load(nodes, http)
+        began = time.monotonic()
+        load.start()
+        try:
+            await wait_until(lambda: load.acked_since(began) >= BEFORE_KILL, timeout=30, what="the load flowing")
+            nodes.redis_server.kill()
+            died = time.monotonic()
+            try:
+                await asyncio.sleep(REDIS_DOWN_FOR)
+                for node in (nodes.cpo, nodes.emp):
+                    assert not await ready(node), f"{node.name} says it is ready without Redis"
+            finally:
+                await nodes.redis_server.start()
+                await nodes.redis.connection_pool.disconnect()  # the test's own connections died with it
+            back = time.monotonic()
+            for node in (nodes.cpo, nodes.emp):
+                await wait_until(lambda n=node: ready(n), timeout=60, interval=0.5, what=f"{node.name} ready again")
+            for kind in ("status", "authorization", "cdr"):
+                await wait_until(
+                    lambda k=kind: load.acked_since(back, (k,)) >= AFTER_RESTART,
+                    timeout=60,
+                    what=f"{kind} acknowledged again after Redis returned",
+                )
+        finally:
+            await load.stop()
+        print(f"\nRedis down from {died - began:.1f}s to {back - began:.1f}s; {load.summary()}")
+        assert {key: service_pids(nodes.processes(key[0]), key[1]) for key in pids} == pids, "a process was restarted"
+
+        assert not load.unexpected, load.unexpected
+        await check_statuses(nodes, load)
+        await check_authorizations(nodes, load)
+        await check_sessions_and_cdrs(nodes, load, http)
+        for node in (nodes.cpo, nodes.emp):
+            letters = await internal_get(http, node, "/dead-letters")
+            assert letters["total"] == 0, f"{node.name}: dead-lettered during the outage: {letters['messages']}"
+
+
 # ---- RabbitMQ itself stopped and started again (make soak) -----------------------------------------
 
 BROKER_DOWN_FOR = 5.0  # seconds RabbitMQ stays stopped
-SERVICES = ("gateway", "evse_push", "authorization", "sessions", "cdr")
 
 
 async def rabbitmqctl(*args: str) -> None:
