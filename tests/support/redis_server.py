@@ -1,8 +1,9 @@
 """A Redis server of a test's own (the installed ``redis-server``, on a free port, its files in a
-temporary directory), configured as compose.yaml runs it: append-only file, fsync every second (Redis
-writes each command to the file before it answers, so a killed Redis loses nothing it acknowledged;
-only a crash of the machine can lose the last second). The test can kill it (SIGKILL: no shutdown save) and start it again on the same port and
-files, which the machine's shared Redis (no persistence, used by every run) must never be put through."""
+temporary directory), configured as compose.yaml runs it: append-only file, fsync every second
+(Redis writes each command to the file before it answers, so a killed Redis loses nothing it
+acknowledged; only a crash of the machine can lose the last second). The test can kill it (SIGKILL)
+and start it again on the same port and files, which the machine's shared Redis (no persistence, used
+by every run) must never be put through."""
 
 from __future__ import annotations
 
