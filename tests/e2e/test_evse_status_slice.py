@@ -120,8 +120,9 @@ async def test_status_change_reaches_every_emp_peer(pair: Pair, http: aiohttp.Cl
     request = next(r for r in pair.sink.requests if evse_id in str(r.body))
     assert request.path == "/api/oicp/evsepush/v21/operators/DE*GEF/status-records"
     assert request.headers["Authorization"] == "Bearer cpo-calls-sink-token"
-    # a status the peer never held goes as insert (later changes as update): strict receivers accept both
-    assert request.body["ActionType"] == "insert"
+    # a status the peer never held goes as insert (later changes as update): strict receivers accept both;
+    # on a busy machine the change can come before the lane's first sync, and then travels in that fullLoad
+    assert request.body["ActionType"] in ("insert", "fullLoad"), request.body["ActionType"]
     assert request.body["OperatorEvseStatus"]["OperatorID"] == CPO_ID
     validate_request("/evsepush/v21/operators/{operatorID}/status-records", request.body)
 
