@@ -21,7 +21,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from shared.stores.redis import KeySpace
+from shared.stores.redis import KeySpace, Leases
 
 _ACK_SENT = """
 local removed = 0
@@ -32,21 +32,6 @@ for i = 1, #ARGV, 2 do
   end
 end
 return removed
-"""
-
-# Take or renew the lease: only its holder may renew it.
-_ACQUIRE_LEASE = """
-local holder = redis.call('GET', KEYS[1])
-if holder == false or holder == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 1
-end
-return 0
-"""
-
-_RELEASE_LEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
 """
 
 
@@ -73,8 +58,7 @@ class DeliveryStore:
         self._redis = redis
         self._keys = keys
         self._ack = redis.register_script(_ACK_SENT)
-        self._acquire = redis.register_script(_ACQUIRE_LEASE)
-        self._release = redis.register_script(_RELEASE_LEASE)
+        self._leases = Leases(redis)
 
     def _known_key(self, peer_key: str, operation: str) -> str:
         return self._keys.key("delivery", peer_key, operation, "known")
@@ -190,10 +174,10 @@ class DeliveryStore:
 
     async def acquire_lease(self, peer_key: str, operation: str, owner: str, ttl_seconds: float) -> bool:
         ttl_ms = int(ttl_seconds * 1000)
-        return bool(await self._acquire(keys=[self._lease_key(peer_key, operation)], args=[owner, ttl_ms]))
+        return await self._leases.acquire(self._lease_key(peer_key, operation), owner, ttl_ms)
 
     async def release_lease(self, peer_key: str, operation: str, owner: str) -> None:
-        await self._release(keys=[self._lease_key(peer_key, operation)], args=[owner])
+        await self._leases.release(self._lease_key(peer_key, operation), owner)
 
     async def after_sent(
         self, peer_key: str, operation: str, held: list[str], gone: list[str], sent: dict[bytes, bytes]
