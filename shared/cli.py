@@ -6,7 +6,10 @@
     oicp-p2p peers remove emp DE-GDF
     oicp-p2p peers disable emp DE-GDF     (keeps the peer, stops all traffic with it)
     oicp-p2p peers enable emp DE-GDF
+    oicp-p2p peers probe emp DE-GDF       (DNS, TCP, TLS, an OICP round trip; exit code 1 if it fails)
+    oicp-p2p probes                       (the latest probe of every peer)
     oicp-p2p routes DE*ABC*E1234          (which peer a call for this ID goes to)
+    oicp-p2p journal search|verify|export|public-key|keygen|verify-bundle   (shared/journal/cli.py)
 
 Where the node is: ``--url``/``--token``, else ``OICP_P2P_INTERNAL_URL``/``OICP_P2P_INTERNAL_TOKEN``,
 else the node's configuration file (``--config`` or ``OICP_P2P_CONFIG``: ``internal.host/port/token``).
@@ -28,6 +31,7 @@ from typing import Any
 
 import yaml
 
+from shared.journal import cli as journal_cli
 from shared.settings import CONFIG_ENV, ConfigError, load_settings
 
 TIMEOUT_SECONDS = 15
@@ -98,19 +102,27 @@ def run(argv: list[str]) -> Any:
     commands = parser.add_subparsers(dest="command", required=True)
     peers = commands.add_parser("peers", help="the peer registry").add_subparsers(dest="action", required=True)
     peers.add_parser("list", help="every peer, from the file and the API")
-    for action in ("show", "remove", "enable", "disable"):
+    for action in ("show", "remove", "enable", "disable", "probe"):
         sub = peers.add_parser(action)
         sub.add_argument("role", choices=["cpo", "emp"])
         sub.add_argument("peer_id")
     add = peers.add_parser("add", help="register a peer (YAML or JSON file, - for stdin)")
     add.add_argument("file")
+    commands.add_parser("probes", help="the latest probe of every peer")
     routes = commands.add_parser("routes", help="which peer a call for an ID goes to")
     routes.add_argument("id")
+    journal_cli.add_parser(commands)
     args = parser.parse_args(argv)
+    if journal_cli.offline(args):
+        return journal_cli.run_offline(args)
 
     base, token = _endpoint(args)
+    if args.command == "journal":
+        return journal_cli.run_online(args, base, token)
     if args.command == "routes":
         return call(base, token, "GET", f"/routes/{urllib.parse.quote(args.id, safe='')}")
+    if args.command == "probes":
+        return call(base, token, "GET", "/probes")
     if args.action == "list":
         return call(base, token, "GET", "/peers")
     if args.action == "add":
@@ -118,6 +130,8 @@ def run(argv: list[str]) -> Any:
     path = _peer_path(args.role, args.peer_id)
     if args.action == "show":
         return call(base, token, "GET", path)
+    if args.action == "probe":
+        return call(base, token, "POST", path + "/probe")
     if args.action == "remove":
         call(base, token, "DELETE", path)
         return {"removed": args.peer_id, "role": args.role}
@@ -131,6 +145,10 @@ def main() -> None:
         print(f"oicp-p2p: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
     print(json.dumps(result, indent=2, ensure_ascii=False))
+    if isinstance(result, dict) and result.get("ok") is False and "failed_step" in result:
+        # a probe that failed: the answer is printed, the exit code says it failed (scripts, cron)
+        print(f"oicp-p2p: probe of {result.get('peer_id')} failed: {result.get('reason')}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

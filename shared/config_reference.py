@@ -98,6 +98,16 @@ def _model_of(tp: Any) -> tuple[type[BaseModel] | None, bool]:
     return None, False
 
 
+def _map_model_of(tp: Any) -> type[BaseModel] | None:
+    """The model of a map's values (``dict[str, Model]``: one section for every entry, ``path.<name>``)."""
+    tp, _ = _without_none(_strip_annotated(tp)[0])
+    if get_origin(tp) is dict:
+        value, _ = _without_none(_strip_annotated(get_args(tp)[1])[0])
+        if inspect.isclass(value) and issubclass(value, BaseModel):
+            return value
+    return None
+
+
 def _type_name(tp: Any) -> str:
     """A reader's name for a type: int, float, string, bool, list of ..., one of `a`, `b`, secret."""
     tp, _ = _strip_annotated(tp)
@@ -265,6 +275,18 @@ def _walk(model: type[BaseModel], path: str, env_parts: list[str] | None, intro:
         key = info.alias or name
         dotted = f"{path}.{key}" if path else key
         child_env = [*env_parts, key] if env_parts is not None else None
+        if (mapped := _map_model_of(info.annotation)) is not None:
+            paragraphs = [*_sentences(info.description), *_paragraphs(_docstring(mapped))]
+            paragraphs.append(
+                f"A map: each entry's name is yours (`{dotted}.<name>`), its value a section with the keys below. "
+                + (
+                    f"The whole map can be given as JSON in `{_env_name(child_env)}`, merged over the file's."
+                    if child_env is not None
+                    else ""
+                )
+            )
+            nested.append((f"{dotted}.<name>", None, mapped, [p.strip() for p in paragraphs]))
+            continue
         child, in_list = _model_of(info.annotation)
         if child is not None:
             child_path = dotted + ("[]" if in_list else "")

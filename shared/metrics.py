@@ -113,6 +113,17 @@ CONSUMERS_RECOVERED = Counter(
     ["queue"],
 )
 
+JOURNAL_ENTRIES = Counter(
+    "oicp_journal_entries_total",
+    "OICP exchanges this process wrote to the exchange journal, by direction (inbound, outbound)",
+    ["direction"],
+)
+JOURNAL_DROPPED = Counter(
+    "oicp_journal_dropped_total",
+    "OICP exchanges this process could not journal (queue_full: the writer fell behind; redis: the write failed)",
+    ["reason"],
+)
+
 # ---- node-wide state, read by the gateway at scrape time ---------------------------------------------
 
 #: name → (help, label names) of every node-wide gauge; one table so the dashboards, the alerts and
@@ -153,8 +164,25 @@ NODE_STATE_GAUGES: dict[str, tuple[str, tuple[str, ...]]] = {
         "Consumers of the node's RabbitMQ queues (a work queue without consumers is processed by no one)",
         ("queue", "kind"),
     ),
+    "oicp_journal_unsealed_entries": ("Journal entries written but not yet sealed into the hash chain", ()),
+    "oicp_journal_oldest_unsealed_age_seconds": (
+        "Age of the oldest journal entry not yet sealed into the hash chain (0 when none waits)",
+        (),
+    ),
     "oicp_redis_up": ("1 when Redis answered the gateway's scrape, else 0", ()),
     "oicp_rabbitmq_up": ("1 when RabbitMQ answered the gateway's scrape, else 0", ()),
+    "oicp_peer_probe_success": (
+        "1 when the latest probe of the peer passed every step, else 0 (failed_step: dns, tcp, tls, oicp; "
+        "'' when it passed)",
+        ("peer", "role", "failed_step"),
+    ),
+    "oicp_peer_probe_duration_seconds": ("Duration of the latest probe of the peer, by step", ("peer", "role", "step")),
+    "oicp_peer_probe_timestamp_seconds": ("When the latest probe of the peer started", ("peer", "role")),
+    "oicp_peer_certificate_expiry_timestamp_seconds": (
+        "notAfter of the TLS certificates of the latest probe of an https peer: certificate=server (the one "
+        "the peer presented) or client (this node's tls.client_cert_file for the peer)",
+        ("peer", "role", "certificate"),
+    ),
 }
 LANE_STATES = ("ok", "failing", "resync")
 

@@ -16,6 +16,8 @@ from shared.bus.consumers import ConsumerWatchdog
 from shared.bus.messages import EventType, InternalRequest
 from shared.bus.middleware import failure_policy
 from shared.bus.topology import Topology
+from shared.journal.recorder import JOURNAL
+from shared.journal.store import JournalSealer, JournalStore
 from shared.logs import setup_logging
 from shared.metrics import MetricsServer
 from shared.settings import ConfigError, NodeSettings, load_settings
@@ -72,6 +74,22 @@ def run_worker(service: str, create_app: Callable[[NodeSettings], FastStream]) -
     )
     app.after_startup(watchdog.start)
     app.on_shutdown(watchdog.stop)
+    journal_redis = create_redis(settings.redis, f"{settings.name}-{service}-journal")
+    keys = KeySpace(settings.redis.key_prefix)
+    # The exchange journal: this process's outbound calls, and the sealer (one per node, by lease).
+    sealer = JournalSealer(JournalStore(journal_redis, keys), settings.journal)
+
+    async def start_journal() -> None:
+        await JOURNAL.start(settings.name, settings.journal, journal_redis, keys)
+        await sealer.start()
+
+    async def stop_journal() -> None:
+        await sealer.stop()
+        await JOURNAL.stop()
+        await journal_redis.aclose()
+
+    app.on_startup(start_journal)
+    app.after_shutdown(stop_journal)
     uvloop.run(app.run())
 
 

@@ -22,6 +22,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     StringConstraints,
     ValidationError,
@@ -33,6 +34,13 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from shared.oicp.ids import OPERATOR_ID_PATTERN, PROVIDER_ID_PATTERN, evse_belongs_to, normalize_id
 from shared.oicp.types import GeoCoordinatesResponseFormat
+from shared.peers.profiles import (
+    BUILTIN_PROFILES,
+    DEFAULT_PROFILE,
+    CompatibilityProfile,
+    inbound_aliases,
+    resolve_profiles,
+)
 
 CONFIG_ENV = "OICP_P2P_CONFIG"
 
@@ -229,6 +237,26 @@ class PeerTlsSettings(Strict):
         return self
 
 
+class ProbeOperation(StrEnum):
+    """The OICP round trip of a peer probe (shared/peers/probe.py): a call that changes nothing at the peer."""
+
+    AUTO = "auto"  # PullEvseStatusById for CPO peers, AuthorizeStop for EMP peers
+    PULL_EVSE_STATUS_BY_ID = "PullEvseStatusById"  # CPO peers: a random, unknown EvseID of the operator
+    AUTHORIZE_STOP = "AuthorizeStop"  # EMP peers: a random, unknown SessionID (answer: NotAuthorized)
+    NONE = "none"  # DNS, TCP and TLS only
+
+
+class PeerProbeSettings(Strict):
+    """The peer probe: DNS, TCP, TLS (certificate expiry) and an OICP round trip that changes nothing."""
+
+    enabled: bool = Field(default=True, description="false: the periodic probe skips this peer (on demand still works)")
+    operation: ProbeOperation = Field(
+        default=ProbeOperation.AUTO,
+        description="OICP round trip: auto (PullEvseStatusById to CPO peers, AuthorizeStop to EMP peers), "
+        "PullEvseStatusById, AuthorizeStop or none",
+    )
+
+
 class PeerAuth(StrEnum):
     """How a peer proves who it is when it calls this node (ARCHITECTURE §7)."""
 
@@ -302,6 +330,16 @@ class PeerConfig(Strict):
         default=None,
         description="outbound HTTPS: client certificate presented to the peer and the CA it is checked against",
     )
+    probe: PeerProbeSettings = Field(
+        default_factory=PeerProbeSettings, description="the peer probe (DNS, TCP, TLS, an OICP round trip)"
+    )
+    profile: str = Field(
+        default=DEFAULT_PROFILE,
+        description="compatibility profile of the peer's implementation: strict (OICP as written), hubject, or "
+        "a name from the top-level profiles section (docs/compatibility.md)",
+    )
+    #: the resolved profile, attached by NodeSettings (or the registry) where the name is known
+    _compat: CompatibilityProfile | None = PrivateAttr(default=None)
 
     @field_validator("id")
     @classmethod
@@ -331,9 +369,34 @@ class PeerConfig(Strict):
             raise ValueError("auth: certificate needs certificate_identity")
         if self.auth is PeerAuth.TOKEN and self.token_sha256 is None:
             raise ValueError("auth: token needs inbound_token or inbound_token_sha256")
+        if self.probe.operation is ProbeOperation.PULL_EVSE_STATUS_BY_ID and self.role is not Role.CPO:
+            raise ValueError("probe.operation PullEvseStatusById can only be used with CPO peers")
+        if self.probe.operation is ProbeOperation.AUTHORIZE_STOP and self.role is not Role.EMP:
+            raise ValueError("probe.operation AuthorizeStop can only be used with EMP peers")
         if self.tls is not None and self.base_url.scheme != "https":
             raise ValueError(f"tls is configured but base_url {self.base_url} is not https")
         return self
+
+    @property
+    def compat(self) -> CompatibilityProfile:
+        """The peer's compatibility profile (a built-in by name until one is attached)."""
+        if self._compat is not None:
+            return self._compat
+        return BUILTIN_PROFILES.get(self.profile) or BUILTIN_PROFILES[DEFAULT_PROFILE]
+
+    def attach_profile(self, profiles: dict[str, CompatibilityProfile]) -> None:
+        """Resolve ``profile`` among ``profiles`` (built-ins included); ValueError if it is unknown."""
+        if self.profile not in profiles:
+            raise ValueError(
+                f"peer {self.id} names profile {self.profile!r}, which is not defined "
+                f"(known: {', '.join(sorted(profiles))})"
+            )
+        self._compat = profiles[self.profile]
+
+    def batch_size_for(self, operation: str) -> int:
+        """Records per push request of ``operation``: batch_size, or less where the profile limits it."""
+        limit = self.compat.batch_limit(operation)
+        return self.batch_size if limit is None else min(self.batch_size, limit)
 
     @property
     def key(self) -> str:
@@ -608,6 +671,45 @@ class CdrSettings(Strict):
     )
 
 
+class ProbeSettings(Strict):
+    """The periodic peer probes (shared/peers/probe.py), run by one sessions worker at a time (a lease in
+    Redis); ``POST /peers/{role}/{id}/probe`` runs one on demand."""
+
+    enabled: bool = Field(default=True, description="false: no periodic probes (on demand still works)")
+    interval_seconds: float = Field(default=300.0, ge=1, le=86_400, description="probe every peer this often")
+
+
+class JournalSettings(Strict):
+    """The exchange journal: every OICP request and answer, both faces, hash-chained (README, Exchange journal)."""
+
+    enabled: bool = Field(default=True, description="false: nothing is journaled (search and export stay available)")
+    retention_days: float = Field(
+        default=90.0, gt=0, description="journal entries (bodies, indexes) older than this are deleted"
+    )
+    store_bodies: bool = Field(
+        default=True, description="false: only the bodies' SHA-256 digests are kept, not the bodies (zlib-compressed)"
+    )
+    queue_size: int = Field(
+        default=10_000,
+        ge=10,
+        le=1_000_000,
+        description="entries a process holds for the journal writer; more are dropped (oicp_journal_dropped_total)",
+    )
+    unsealed_max_entries: int = Field(
+        default=1_000_000,
+        ge=1000,
+        description="entries waiting for the sealer kept at most (approximately); older ones are lost",
+    )
+    seal_interval_seconds: float = Field(
+        default=0.5, gt=0, le=60, description="the sealer looks for new entries this often"
+    )
+    signing_key_file: Path | None = Field(
+        default=None,
+        description="PEM Ed25519 private key that signs exported bundles (oicp-p2p journal keygen); "
+        "absent: export is refused",
+    )
+
+
 class NodeSettings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="OICP_P2P_", env_nested_delimiter="__", extra="forbid", validate_default=True
@@ -626,9 +728,16 @@ class NodeSettings(BaseSettings):
     authorization: AuthorizationSettings = Field(default_factory=AuthorizationSettings)
     sessions: SessionSettings = Field(default_factory=SessionSettings)
     cdr: CdrSettings = Field(default_factory=CdrSettings)
+    journal: JournalSettings = Field(default_factory=JournalSettings)
     rate_limits: RateLimits = Field(default_factory=RateLimits)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    probes: ProbeSettings = Field(default_factory=ProbeSettings)
     peers: list[PeerConfig] = Field(default_factory=list)
+    profiles: dict[str, CompatibilityProfile] = Field(
+        default_factory=dict,
+        description="compatibility profiles by name, for peers' profile keys (built in: strict, hubject; "
+        "docs/compatibility.md)",
+    )
     log_level: str = Field(
         default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$", description="log level of every service"
     )
@@ -662,7 +771,26 @@ class NodeSettings(BaseSettings):
                 if peer.pull.provider_id is not None and (Role.EMP, normalize_id(peer.pull.provider_id)) not in own:
                     raise ValueError(f"peers.{index}.pull.provider_id: {peer.pull.provider_id} is not in provider_ids")
         self._check_certificate_identities()
+        self._attach_profiles()
         return self
+
+    def _attach_profiles(self) -> None:
+        """Every peer's profile must exist; each peer gets its resolved profile."""
+        resolved = self.resolved_profiles()
+        for index, peer in enumerate(self.peers):
+            try:
+                peer.attach_profile(resolved)
+            except ValueError as exc:
+                raise ValueError(f"peers.{index}.profile: {exc}") from exc
+
+    def resolved_profiles(self) -> dict[str, CompatibilityProfile]:
+        """The built-in profiles and the file's, each merged over its base (ValueError naming the profile)."""
+        try:
+            resolved = resolve_profiles(self.profiles)
+            inbound_aliases(resolved)
+        except ValueError as exc:
+            raise ValueError(f"profiles: {exc}") from exc
+        return resolved
 
     def _check_certificate_identities(self) -> None:
         """A client certificate must map to exactly one peer, and only a node that asks for client

@@ -33,7 +33,8 @@ PEER = 'peer=~"$peer"'
 PEER_DASHBOARD_UID = "oicp-peer"
 # Every peer a lane delivers to, that calls us, or that we call; "anonymous" is an unrecognised caller.
 PEER_VARIABLE_QUERY = (
-    'label_values({__name__=~"oicp_peer_lane_state|oicp_peer_delivery_requests_total|oicp_requests_total",'
+    'label_values({__name__=~"oicp_peer_lane_state|oicp_peer_delivery_requests_total|oicp_requests_total'
+    '|oicp_peer_probe_success",'
     ' peer!="anonymous"}, peer)'
 )
 # OICP codes that mean something went wrong (0xx but 000: protocol, identity, data, system; 3xx: partner
@@ -365,6 +366,47 @@ OVERVIEW = Dashboard(
                 ),
             ),
         ),
+        Row(
+            "Exchange journal",
+            (
+                Panel(
+                    "Exchanges journaled/s",
+                    (
+                        q(
+                            "sum by (service, direction) (rate(oicp_journal_entries_total[$__rate_interval]))",
+                            "{{service}} {{direction}}",
+                        ),
+                    ),
+                    unit="ops",
+                    description="OICP requests and answers written to the exchange journal, by process and "
+                    "direction (inbound: the gateway; outbound: the workers' calls to peers).",
+                    width=8,
+                ),
+                Panel(
+                    "Exchanges not journaled/s",
+                    (
+                        q(
+                            "sum by (service, reason) (rate(oicp_journal_dropped_total[$__rate_interval]))",
+                            "{{service}} {{reason}}",
+                        ),
+                    ),
+                    unit="ops",
+                    description="Dropped, never the OICP answer: redis = the journal write failed, queue_full = "
+                    "the writer fell behind (alert OicpJournalEntriesDropped).",
+                    width=8,
+                ),
+                Panel(
+                    "Waiting for the sealer",
+                    (
+                        q("max(oicp_journal_unsealed_entries)", "entries"),
+                        q("max(oicp_journal_oldest_unsealed_age_seconds)", "oldest (s)"),
+                    ),
+                    description="Journal entries not yet hash-chained (not searchable yet) and the oldest one's "
+                    "age in seconds (alert OicpJournalNotSealed above 300 s).",
+                    width=8,
+                ),
+            ),
+        ),
     ),
 )
 
@@ -476,6 +518,60 @@ PEER_VIEW = Dashboard(
                     ),
                     description="CPO role: CDRs in the outbox for this EMP peer.",
                     width=12,
+                ),
+            ),
+        ),
+        Row(
+            "Probes of the peer (node-wide)",
+            (
+                Panel(
+                    "Probe result",
+                    (
+                        q(
+                            f"max by (peer, role, failed_step) (oicp_peer_probe_success{{{PEER}}})",
+                            "{{peer}} ({{role}}) failed at: {{failed_step}}",
+                        ),
+                    ),
+                    description="1: the latest probe passed DNS, TCP, TLS and the OICP round trip; 0: it failed "
+                    "at failed_step (the reason: GET /probes, oicp-p2p probes).",
+                    width=6,
+                ),
+                Panel(
+                    "Probe duration by step",
+                    (
+                        q(
+                            f"max by (peer, step) (oicp_peer_probe_duration_seconds{{{PEER}}})",
+                            "{{peer}} {{step}}",
+                        ),
+                    ),
+                    unit="s",
+                    width=6,
+                ),
+                Panel(
+                    "TLS certificates: days left",
+                    (
+                        q(
+                            "(min by (peer, certificate) (oicp_peer_certificate_expiry_timestamp_seconds"
+                            f"{{{PEER}}}) - time()) / 86400",
+                            "{{peer}} {{certificate}}",
+                        ),
+                    ),
+                    unit="d",
+                    description="https peers, as of the latest probe: server = the certificate the peer presents, "
+                    "client = ours for the peer (tls.client_cert_file).",
+                    width=6,
+                ),
+                Panel(
+                    "Seconds since the last probe",
+                    (
+                        q(
+                            f"time() - max by (peer) (oicp_peer_probe_timestamp_seconds{{{PEER}}})",
+                            "{{peer}}",
+                        ),
+                    ),
+                    unit="s",
+                    description="Grows beyond probes.interval_seconds when no sessions worker probes.",
+                    width=6,
                 ),
             ),
         ),

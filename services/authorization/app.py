@@ -65,7 +65,7 @@ class AuthorizationDeps:
     @classmethod
     def build(cls, settings: NodeSettings) -> AuthorizationDeps:
         topology, broker, bus, redis, keys = worker_core(settings, SERVICE, EVENTS, REQUESTS)
-        registry = PeerRegistry(redis, keys, settings.peers)
+        registry = PeerRegistry(redis, keys, settings.peers, profiles=settings.resolved_profiles())
         tokens = TokenStore(redis, keys)
         delivery_store = DeliveryStore(redis, keys)
         # Opens its connection only when used (inside the loop), like the RPC client below.

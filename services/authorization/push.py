@@ -104,11 +104,11 @@ class AuthDataLane(LeasedLane):
         if reason is not None:
             await self._resync(reason)
         while True:
-            batch = await store.take_batch(self.peer.key, OPERATION, self.peer.batch_size)
+            batch = await store.take_batch(self.peer.key, OPERATION, self.peer.batch_size_for(OPERATION))
             if not batch:
                 return
             await self._deliver(batch)
-            if len(batch) < self.peer.batch_size:
+            if len(batch) < self.peer.batch_size_for(OPERATION):
                 return
 
     async def _deliver(self, batch: dict[bytes, bytes]) -> None:
@@ -148,7 +148,7 @@ class AuthDataLane(LeasedLane):
             await store.ack_sent(self.peer.key, OPERATION, {k.encode(): batch[k.encode()] for k in done})
 
     async def _resync(self, reason: str) -> None:
-        store, tokens, size = self.pusher.store, self.pusher.tokens, self.peer.batch_size
+        store, tokens, size = self.pusher.store, self.pusher.tokens, self.peer.batch_size_for(OPERATION)
         logger.info("PushAuthenticationData fullLoad to %s: %s", self.peer.id, reason)
         # The outbox snapshot comes first: a change queued after it stays queued and is sent after
         # the fullLoad (at worst once more than needed, never lost).

@@ -69,7 +69,7 @@ class CdrDeps:
             bus=bus,
             redis=redis,
             keys=keys,
-            registry=PeerRegistry(redis, keys, settings.peers),
+            registry=PeerRegistry(redis, keys, settings.peers, profiles=settings.resolved_profiles()),
             ledger=SessionLedger(redis, keys),
             outbox=CdrOutbox(redis, keys),
             inbox=CdrInbox(redis, keys),

@@ -71,7 +71,7 @@ class EvsePushDeps:
     @classmethod
     def build(cls, settings: NodeSettings) -> EvsePushDeps:
         topology, broker, bus, redis, keys = worker_core(settings, SERVICE, EVENTS)
-        registry = PeerRegistry(redis, keys, settings.peers)
+        registry = PeerRegistry(redis, keys, settings.peers, profiles=settings.resolved_profiles())
         own_status = EvseStatusStore(redis, keys, "own")
         own_data = EvseDataStore(redis, keys, "own")
         own_products = PricingProductStore(redis, keys, "own")

@@ -6,7 +6,7 @@ takes pushes (ARCHITECTURE §5).
   answer, and a Redis lease makes one replica the sender of a (peer, operation) when several
   ``evse_push`` replicas run;
 * latest wins: the outbox coalesces per record key and the lane reads the record's current state
-  when it sends, in batches of at most the peer's ``batch_size`` records;
+  when it sends, in batches of at most the peer's ``batch_size`` records (or its profile's ``batch_limits``);
 * ActionTypes from what the peer holds (the ``known`` set): ``insert`` for a record it does not
   hold, ``update`` for one it does, ``delete`` for one it holds that is gone;
 * a ``fullLoad`` resync when the peer is new, was failing longer than ``resync_after_seconds``,
@@ -172,11 +172,11 @@ class PushLane(LeasedLane):
             await self._resync(reason)
         while True:
             # (the backlog gauge is node-wide: the gateway reads it from the store when scraped)
-            batch = await store.take_batch(self.peer.key, self.operation, self.peer.batch_size)
+            batch = await store.take_batch(self.peer.key, self.operation, self.peer.batch_size_for(self.operation))
             if not batch:
                 return
             await self._deliver(batch)
-            if len(batch) < self.peer.batch_size:
+            if len(batch) < self.peer.batch_size_for(self.operation):
                 return  # that was all; the next change wakes the lane
 
     async def _hold_lease(self) -> bool:
@@ -247,7 +247,7 @@ class PushLane(LeasedLane):
     # ---- resync: a fullLoad of everything meant for the peer ------------------------------------
 
     async def _resync(self, reason: str) -> None:
-        store, source, size = self.manager.store, self.source, self.peer.batch_size
+        store, source, size = self.manager.store, self.source, self.peer.batch_size_for(self.operation)
         logger.info("resyncing %s/%s with a fullLoad: %s", self.peer.id, self.operation, reason)
         # The outbox snapshot comes first: a change queued after it stays queued and is sent after
         # the resync (at worst once more than needed, never lost).

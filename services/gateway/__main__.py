@@ -16,8 +16,10 @@ from services.gateway.internal_api import create_internal_app
 from services.gateway.oicp_face import create_oicp_app
 from services.gateway.protocol import GuardedHttpProtocol, guarded
 from services.gateway.tls import ClientCertHttpProtocol, ServerTls
+from shared.journal.recorder import JOURNAL
 from shared.logs import setup_logging
 from shared.settings import ConfigError, load_settings
+from shared.stores.redis import KeySpace, create_redis
 
 
 class _Server(uvicorn.Server):
@@ -33,6 +35,9 @@ async def serve() -> None:
     setup_logging(settings.name, SERVICE, settings.log_level)
     ctx = GatewayContext.build(settings)
     await ctx.start()
+    # the exchange journal of the OICP face, on a Redis pool of its own (its writes never queue behind the answers')
+    journal_redis = create_redis(settings.redis, f"{settings.name}-{SERVICE}-journal")
+    await JOURNAL.start(settings.name, settings.journal, journal_redis, KeySpace(settings.redis.key_prefix))
 
     def server(app: object, host: str, port: int, **options: Any) -> uvicorn.Server:
         config = uvicorn.Config(
@@ -74,6 +79,8 @@ async def serve() -> None:
         await asyncio.gather(*(s.serve() for s in servers))
     finally:
         stop()
+        await JOURNAL.stop()
+        await journal_redis.aclose()
         await ctx.stop()
 
 

@@ -22,6 +22,7 @@ from shared.stores.delivery import DeliveryStore
 from shared.stores.evse_data import EvseDataStore
 from shared.stores.evse_status import EvseStatusStore
 from shared.stores.pricing import EvsePricingStore, PricingProductStore
+from shared.stores.probes import ProbeStore
 from shared.stores.pull_state import PullStateStore
 from shared.stores.redis import KeySpace, create_redis
 from shared.stores.sessions import SessionLedger
@@ -89,6 +90,7 @@ class GatewayContext:
     cdr_outbox: CdrOutbox
     cdr_inbox: CdrInbox
     rate_limiter: RateLimiter  # inbound limits of the calling peers (services/gateway/ratelimit.py)
+    probes: ProbeStore  # the latest peer probe results (shared/peers/probe.py)
     _started: bool = field(default=False, init=False)
 
     @classmethod
@@ -109,7 +111,7 @@ class GatewayContext:
             broker=broker,
             bus=bus,
             redis=redis,
-            registry=PeerRegistry(redis, keys, settings.peers),
+            registry=PeerRegistry(redis, keys, settings.peers, profiles=settings.resolved_profiles()),
             own_status=EvseStatusStore(redis, keys, "own"),
             roaming_status=EvseStatusStore(redis, keys, "roaming"),
             own_data=EvseDataStore(redis, keys, "own"),
@@ -124,6 +126,7 @@ class GatewayContext:
             cdr_outbox=CdrOutbox(redis, keys),
             cdr_inbox=CdrInbox(redis, keys),
             rate_limiter=RateLimiter.for_redis(redis, keys, settings.rate_limits),
+            probes=ProbeStore(redis, keys),
             rpc=RpcClient(settings.rabbitmq.url, topology, settings.name, f"{settings.name}/{SERVICE}-rpc"),
         )
 

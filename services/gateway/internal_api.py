@@ -23,6 +23,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.gateway.context import GatewayContext
+from services.gateway.journal_api import journal_routes
 from services.gateway.node_metrics import NodeMetrics
 from services.gateway.openapi import openapi_routes
 from shared.bus.client import BusUnavailable
@@ -33,6 +34,8 @@ from shared.oicp import StatusCodeValue
 from shared.oicp.ids import normalize_id, operator_id_of_evse
 from shared.oicp.messages import DEFAULT_PAGE_SIZE
 from shared.oicp.messages import MAX_CDR_PAGE_SIZE as MAX_PAGE_SIZE
+from shared.peers.client import PeerClient
+from shared.peers.probe import PeerProber
 from shared.peers.registry import PeerConflict
 from shared.peers.routing import explain
 from shared.settings import PeerConfig, PushOperation, Role
@@ -140,6 +143,10 @@ def create_internal_app(ctx: GatewayContext) -> ASGIApp:
     expected = ctx.settings.internal.token.get_secret_value().encode()
     monitoring_tokens = ctx.settings.internal.monitoring_tokens()
     node_metrics = NodeMetrics(ctx)
+    # On-demand peer probes: their own pooled session (the gateway makes no other outbound OICP calls),
+    # counted against the peer's outbound rate limits like every call of the node.
+    probe_client = PeerClient.create(limiter=ctx.rate_limiter)
+    prober = PeerProber(ctx.settings, probe_client)
     dead_letter_queue = DeadLetterQueue(node_metrics.inspector, ctx.topology.dead_letters.name)
 
     def bearer_is(request: Request, tokens: list[bytes]) -> bool:
@@ -185,6 +192,9 @@ def create_internal_app(ctx: GatewayContext) -> ASGIApp:
             peer = PeerConfig.model_validate(await json_body(request))
         except ValidationError as exc:
             return validation_problem(exc)
+        if not ctx.registry.knows_profile(peer.profile):
+            detail = f"profile: {peer.profile!r} is neither built in nor in the configuration's profiles"
+            return problem(422, f"invalid request: {detail}", [{"field": "profile", "message": detail}])
         try:
             stored = await ctx.registry.add(peer)
         except PeerConflict as exc:
@@ -207,6 +217,8 @@ def create_internal_app(ctx: GatewayContext) -> ASGIApp:
             view["delivery"] = [(await ctx.delivery.state(peer.id, peer.key, op)).as_dict() for op in peer.push]
         elif peer.pull is not None:
             view["pulls"] = await ctx.pulls.pull_state(peer)
+        if (probe := await ctx.probes.get(peer.role.value, peer.key)) is not None:
+            view["probe"] = probe
         return JSON(view)
 
     async def remove_peer(request: Request) -> Response:
@@ -227,6 +239,24 @@ def create_internal_app(ctx: GatewayContext) -> ASGIApp:
         if peer is None:
             return problem(404, "no such peer")
         return JSON(peer.public_view())
+
+    # ---- peer probes --------------------------------------------------------------------------
+
+    async def probe_peer(request: Request) -> Response:
+        """Probe the peer now (DNS, TCP, TLS, an OICP round trip), store the result and return it; a
+        failed probe is still a 200 (``ok: false``, ``failed_step``, ``reason``). Disabled peers too."""
+        peer = await ctx.registry.get(_role(request), normalize_id(request.path_params["peer_id"]))
+        if peer is None:
+            return problem(404, "no such peer")
+        result = (await prober.probe(peer)).as_dict()
+        await ctx.probes.save(peer.role.value, peer.key, result)
+        return JSON(result)
+
+    async def list_probes(request: Request) -> Response:
+        """The latest probe of every registered peer (periodic or on demand); never-probed peers are absent."""
+        results = await ctx.probes.all()
+        found = [results.get(ctx.probes.field(p.role.value, p.key)) for p in await ctx.registry.all(fresh=True)]
+        return JSON([r for r in found if r is not None])
 
     # ---- commands -----------------------------------------------------------------------------
 
@@ -556,6 +586,8 @@ def create_internal_app(ctx: GatewayContext) -> ASGIApp:
         Route("/peers/{role}/{peer_id}", protected(show_peer), methods=["GET"]),
         Route("/peers/{role}/{peer_id}", protected(remove_peer), methods=["DELETE"]),
         Route("/peers/{role}/{peer_id}", protected(switch_peer), methods=["PATCH"]),
+        Route("/peers/{role}/{peer_id}/probe", protected(probe_peer), methods=["POST"]),
+        Route("/probes", protected(list_probes), methods=["GET"]),
         Route("/commands/{command}", protected(send_command), methods=["POST"]),
         Route("/evses", protected(list_evses), methods=["GET"]),
         Route("/evses/{evse_id}", protected(show_evse), methods=["GET"]),
@@ -576,6 +608,7 @@ def create_internal_app(ctx: GatewayContext) -> ASGIApp:
         Route("/sessions", protected(list_sessions), methods=["GET"]),
         Route("/sessions/without-cdr", protected(sessions_without_cdr), methods=["GET"]),
         Route("/sessions/{session_id}", protected(show_session), methods=["GET"]),
+        *journal_routes(ctx, protected),
         *openapi_routes(),
     ]
 
@@ -583,5 +616,6 @@ def create_internal_app(ctx: GatewayContext) -> ASGIApp:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
         await node_metrics.close()
+        await probe_client.close()
 
     return SecurityHeaders(Starlette(routes=routes, lifespan=lifespan))

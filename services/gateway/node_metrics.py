@@ -13,13 +13,16 @@ import asyncio
 import logging
 
 from prometheus_client import REGISTRY
+from redis.exceptions import ResponseError
 
 from services.gateway.context import GatewayContext
 from shared.bus.inspect import QueueInspector
+from shared.journal.store import JournalStore
 from shared.metrics import LANE_STATES, NodeState, NodeStateCollector
 from shared.settings import PushOperation, Role
 from shared.stores.cdr_outbox import OPERATION as CDR_OPERATION
 from shared.stores.delivery import LaneState
+from shared.stores.redis import KeySpace
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +49,7 @@ class NodeMetrics:
         self.collector = NodeStateCollector()
         REGISTRY.register(self.collector)
         self.inspector = QueueInspector(ctx.settings.rabbitmq.url, f"{ctx.settings.name}/gateway-monitor")
+        self.journal = JournalStore(ctx.redis, KeySpace(ctx.settings.redis.key_prefix))
 
     async def refresh(self) -> None:
         state = NodeState()
@@ -63,6 +67,8 @@ class NodeMetrics:
             async with asyncio.timeout(REDIS_TIMEOUT_SECONDS):
                 pending_cdrs = await self._sessions_and_cdrs(state)
                 await self._lanes(state, pending_cdrs)
+                await self._journal(state)
+                await self._probes(state)
             return True
         except Exception as exc:
             logger.warning("node state not read from Redis: %s", exc)
@@ -116,6 +122,34 @@ class NodeMetrics:
             current = lane_state(lane, resyncs)
             for name in LANE_STATES:
                 state.set("oicp_peer_lane_state", 1 if name == current else 0, peer_id, operation, name)
+
+    async def _probes(self, state: NodeState) -> None:
+        """The latest probe of every registered peer (shared/peers/probe.py; a removed peer's is left out)."""
+        results = await self.ctx.probes.all()
+        for peer in await self.ctx.registry.all():
+            result = results.get(self.ctx.probes.field(peer.role.value, peer.key))
+            if result is None:
+                continue
+            role = peer.role.value
+            state.set("oicp_peer_probe_success", 1 if result["ok"] else 0, peer.id, role, result["failed_step"] or "")
+            state.set("oicp_peer_probe_timestamp_seconds", result["started_at"], peer.id, role)
+            state.set("oicp_peer_probe_duration_seconds", result["duration_seconds"], peer.id, role, "total")
+            for step in result["steps"]:
+                if step["status"] != "skipped":
+                    state.set("oicp_peer_probe_duration_seconds", step["duration_seconds"], peer.id, role, step["name"])
+            for certificate, key in (("server", "certificate_not_after"), ("client", "client_certificate_not_after")):
+                if (not_after := result.get(key)) is not None:
+                    state.set("oicp_peer_certificate_expiry_timestamp_seconds", not_after, peer.id, role, certificate)
+
+    async def _journal(self, state: NodeState) -> None:
+        """The sealer's backlog; a damaged journal key leaves these two out, not the whole node state."""
+        try:
+            unsealed, age = await self.journal.unsealed()
+        except ResponseError as exc:
+            logger.warning("journal backlog not read: %s", exc)
+            return
+        state.set("oicp_journal_unsealed_entries", unsealed)
+        state.set("oicp_journal_oldest_unsealed_age_seconds", age)
 
     async def _from_rabbitmq(self, state: NodeState) -> bool:
         topology = self.ctx.topology

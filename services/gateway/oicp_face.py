@@ -17,6 +17,7 @@ import orjson
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -26,15 +27,21 @@ from services.gateway.handlers import HANDLERS
 from services.gateway.ratelimit import check_inbound
 from services.gateway.tls import certificate_identities, client_cert_of, describe
 from shared.bus.client import BusUnavailable
+from shared.journal.entry import INBOUND, Exchange
+from shared.journal.recorder import JOURNAL
 from shared.metrics import OICP_REQUEST_DURATION, OICP_REQUESTS, OICP_REQUESTS_REJECTED
 from shared.oicp import Acknowledgement, OICPModel, StatusCodeValue
 from shared.oicp.errors import describe_validation_error
 from shared.oicp.ids import evse_belongs_to, normalize_id
 from shared.oicp.messages import notification_refusal_text
 from shared.oicp.operations import OPERATIONS, ErrorShape, Face, Operation
+from shared.peers.profiles import inbound_aliases
 from shared.settings import IdentityField, PeerConfig, Role
 
 logger = logging.getLogger(__name__)
+
+#: Where read_json_body leaves the request's raw bytes in the ASGI scope (for the exchange journal).
+RAW_BODY = "oicp_p2p.raw_body"
 
 # Which peers may call which face: EMP peers call the CPO face and the reverse.
 CALLER_ROLE = {Face.CPO: Role.EMP, Face.EMP: Role.CPO}
@@ -140,7 +147,9 @@ async def read_json_body(
     except TimeoutError as exc:
         raise Refusal(StatusCodeValue.DATA_ERROR, f"body not received within {timeout:g}s", "slow_body", 408) from exc
     try:
-        data = orjson.loads(b"".join(chunks))
+        raw = b"".join(chunks)
+        request.scope[RAW_BODY] = raw  # for the exchange journal
+        data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise Refusal(StatusCodeValue.DATA_ERROR, f"body is not valid UTF-8 JSON: {exc}", "not_json", 400) from exc
     if not isinstance(data, dict):
@@ -259,6 +268,27 @@ def evse_ids_of(body: OICPModel) -> list[str]:
     return []
 
 
+def journal_inbound(
+    request: Request, peer: str, operation: str, response: Response, code: str, started: float | None
+) -> None:
+    """Hand the exchange to the journal (a queue put: never awaited, never failing the answer). The
+    request body is there if it was read (a caller refused before that is journaled without it)."""
+    JOURNAL.record(
+        Exchange(
+            ts=time.time(),
+            direction=INBOUND,
+            peer=peer,
+            operation=operation,
+            path=request.url.path,
+            request=request.scope.get(RAW_BODY),
+            response=bytes(response.body),
+            http_status=response.status_code,
+            status_code=code,
+            duration_ms=round((time.perf_counter() - started) * 1000, 3) if started is not None else None,
+        )
+    )
+
+
 def make_endpoint(ctx: GatewayContext, operation: Operation) -> Callable[[Request], Awaitable[Response]]:
     handler = HANDLERS[operation.name]  # every operation has one (a unit test checks)
     limits = ctx.settings.oicp
@@ -282,6 +312,7 @@ def make_endpoint(ctx: GatewayContext, operation: Operation) -> Callable[[Reques
                 )
             await check_inbound(ctx, caller, operation)
             data = await read_json_body(request, max_bytes, limits.max_json_depth, limits.read_timeout_seconds)
+            data = caller.compat.inbound_document(operation.name, data)  # the peer's field names, if any
             try:
                 body = operation.request(data)
             except ValidationError as exc:
@@ -312,7 +343,9 @@ def make_endpoint(ctx: GatewayContext, operation: Operation) -> Callable[[Reques
         code = answer.status_code.code.value  # type: ignore[attr-defined]
         OICP_REQUESTS.labels(operation.name, operation.face.value, peer_label, code).inc()
         OICP_REQUEST_DURATION.labels(operation.name, operation.face.value).observe(time.perf_counter() - started)
-        return OICPResponse(answer, status_code=http_status, headers=headers)
+        response = OICPResponse(answer, status_code=http_status, headers=headers)
+        journal_inbound(request, peer_label, operation.name, response, code, started)
+        return response
 
     return endpoint
 
@@ -325,7 +358,9 @@ async def not_found(request: Request, exc: Exception) -> Response:
         if status == 404
         else "OICP operations are POST requests"
     )
-    return OICPResponse(Acknowledgement.error(StatusCodeValue.DATA_ERROR, info), status_code=status)
+    response = OICPResponse(Acknowledgement.error(StatusCodeValue.DATA_ERROR, info), status_code=status)
+    journal_inbound(request, "anonymous", "(none)", response, StatusCodeValue.DATA_ERROR.value, None)
+    return response
 
 
 def served_operations(roles: frozenset[Role]) -> list[Operation]:
@@ -333,9 +368,32 @@ def served_operations(roles: frozenset[Role]) -> list[Operation]:
     return [op for op in OPERATIONS if op.face in faces]
 
 
+def make_alias_endpoint(
+    ctx: GatewayContext, endpoint: Callable[[Request], Awaitable[Response]], profiles: frozenset[str]
+) -> Callable[[Request], Awaitable[Response]]:
+    """A profile's ``inbound_paths`` entry: the operation's endpoint, for callers with one of ``profiles``
+    only (anyone else finds no operation there). A caller that cannot be identified is left to the
+    endpoint, which refuses it as on the catalogue path."""
+
+    async def alias_endpoint(request: Request) -> Response:
+        try:
+            caller = await identify_caller(ctx, request)
+        except Exception:  # the endpoint refuses it with the right answer
+            return await endpoint(request)
+        if caller.profile not in profiles:
+            return await not_found(request, HTTPException(404))
+        return await endpoint(request)
+
+    return alias_endpoint
+
+
 def create_oicp_app(ctx: GatewayContext) -> Starlette:
-    routes = [
-        Route(op.path, make_endpoint(ctx, op), methods=["POST"], name=op.name)
-        for op in served_operations(ctx.settings.roles)
-    ]
+    served = served_operations(ctx.settings.roles)
+    endpoints = {op.name: make_endpoint(ctx, op) for op in served}
+    routes = [Route(op.path, endpoints[op.name], methods=["POST"], name=op.name) for op in served]
+    # Compatibility profiles' further paths (shared/peers/profiles.py), after the catalogue's.
+    for (name, path), profiles in inbound_aliases(ctx.settings.resolved_profiles()).items():
+        if name in endpoints:
+            alias = make_alias_endpoint(ctx, endpoints[name], profiles)
+            routes.append(Route(path, alias, methods=["POST"], name=f"{name}@profile"))
     return Starlette(routes=routes, exception_handlers={404: not_found, 405: not_found})

@@ -40,6 +40,7 @@ from shared.oicp import DEFAULT_PAGE_SIZE, Acknowledgement
 from shared.oicp.ids import OPERATOR_ID_PATTERN, PROVIDER_ID_PATTERN
 from shared.oicp.messages import AuthorizationStartResponse, AuthorizationStopResponse
 from shared.oicp.operations import OPERATIONS, ErrorShape, Face, Operation
+from shared.peers.probe import ProbeResult
 from shared.settings import PeerConfig
 from shared.stores.cdr_inbox import InboxCdr
 from shared.stores.cdr_outbox import OutboxCdr
@@ -457,6 +458,165 @@ def _command_operation(command: CommandType, body: dict[str, Any], answer: dict[
     }
 
 
+def _journal_paths(bad_query: dict[str, Any], unauthorized: dict[str, Any]) -> dict[str, Any]:
+    """The exchange journal (services/gateway/journal_api.py; README, Exchange journal)."""
+    text = {"type": "string"}
+    nullable_text = {"type": ["string", "null"]}
+    entry = _object(
+        {
+            "seq": {"type": "integer", "minimum": 1, "description": "position in the node's hash chain"},
+            "prev_hash": {**text, "description": "the previous entry's hash (64 zeros for the first)"},
+            "hash": {**text, "description": "SHA-256 (hex) of prev_hash + the entry's canonical JSON without hash"},
+            "ts": {"type": "number", "description": "Unix seconds"},
+            "node": text,
+            "direction": {"type": "string", "enum": ["inbound", "outbound"]},
+            "peer": {**text, "description": "the peer's ID (anonymous: an unidentified caller)"},
+            "operation": text,
+            "path": text,
+            "http_status": {"type": ["integer", "null"]},
+            "status_code": {**nullable_text, "description": "OICP StatusCode.Code of the answer"},
+            "error": {**nullable_text, "description": "an outbound call's transport failure (timeout, connect, http)"},
+            "duration_ms": {"type": ["number", "null"]},
+            "session_ids": _array(text),
+            "evse_ids": _array(text),
+            "cdr_keys": _array(text),
+            "request_digest": {**nullable_text, "description": "SHA-256 (hex) of the request body"},
+            "response_digest": {**nullable_text, "description": "SHA-256 (hex) of the response body"},
+            "request_body": {**nullable_text, "description": "base64 of the zlib-compressed request body"},
+            "response_body": {**nullable_text, "description": "base64 of the zlib-compressed response body"},
+        },
+        required=["seq", "prev_hash", "hash", "ts", "direction", "peer", "operation", "path"],
+        title="JournalEntry",
+    )
+    moment = {"type": "string", "description": "ISO 8601 (UTC without an offset) or Unix seconds"}
+    no_key = _problem("No signing key configured (journal.signing_key_file).")
+    return {
+        "/journal": {
+            "get": {
+                "tags": ["journal"],
+                "summary": "Search the exchange journal",
+                "description": "Sealed entries matching every filter, newest first.",
+                "parameters": [
+                    _query("session", text, "a SessionID (also CPO/EMP partner session IDs)"),
+                    _query("evse", text, "an EvseID"),
+                    _query("cdr", text, "a CDR's SessionID"),
+                    _query("peer", text, "a peer's ID"),
+                    _query("operation", text, "an OICP operation, e.g. PushEvseStatus"),
+                    _query("status", text, "an OICP StatusCode (000, 017, …), http-<status> or none"),
+                    _query("from", moment, "entries at or after"),
+                    _query("to", moment, "entries at or before"),
+                    _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}, "at most"),
+                    _query(
+                        "bodies", {"type": "boolean", "default": False}, "add the decoded bodies (request, response)"
+                    ),
+                ],
+                "responses": {
+                    "200": _ok(
+                        "The entries.",
+                        _object({"entries": _array(entry), "count": {"type": "integer", "minimum": 0}}),
+                    ),
+                    "400": bad_query,
+                    "401": unauthorized,
+                },
+            }
+        },
+        "/journal/verify": {
+            "get": {
+                "tags": ["journal"],
+                "summary": "Verify the hash chain",
+                "description": "Walks the whole chain from its first kept entry; `broken` is the first broken link.",
+                "parameters": [
+                    _query(
+                        "from_seq",
+                        {"type": "integer", "minimum": 1},
+                        "start at this seq, trusting the hash of the entry before it (default: the first kept entry)",
+                    )
+                ],
+                "responses": {
+                    "200": _ok(
+                        "The outcome.",
+                        _object(
+                            {
+                                "ok": {"type": "boolean"},
+                                "checked": {"type": "integer"},
+                                "first_seq": {"type": "integer"},
+                                "last_seq": {"type": "integer"},
+                                "head": text,
+                                "broken": {
+                                    "oneOf": [
+                                        {"type": "null"},
+                                        _object(
+                                            {
+                                                "seq": {"type": "integer"},
+                                                "reason": {
+                                                    "type": "string",
+                                                    "enum": ["hash", "prev_hash", "gap", "unreadable", "head"],
+                                                },
+                                                "expected": text,
+                                                "found": text,
+                                            }
+                                        ),
+                                    ]
+                                },
+                            }
+                        ),
+                    ),
+                    "400": bad_query,
+                    "401": unauthorized,
+                },
+            }
+        },
+        "/journal/public-key": {
+            "get": {
+                "tags": ["journal"],
+                "summary": "The node's public key",
+                "description": "The Ed25519 public key (PEM) that verifies the node's exported bundles.",
+                "responses": {
+                    "200": _ok(
+                        "The key.",
+                        _object(
+                            {"algorithm": {"type": "string", "enum": ["Ed25519"]}, "public_key": text, "node": text}
+                        ),
+                    ),
+                    "401": unauthorized,
+                    "404": no_key,
+                    "503": _problem("The key file cannot be read."),
+                },
+            }
+        },
+        "/journal/export": {
+            "get": {
+                "tags": ["journal"],
+                "summary": "Export a peer's entries, signed",
+                "description": "JSON lines: a header, then the peer's sealed entries in the range, oldest first. "
+                "The header `X-Journal-Signature` is the Ed25519 signature (base64) over the exact bytes; "
+                "`oicp-p2p journal verify-bundle` checks it offline.",
+                "parameters": [
+                    {"name": "peer", "in": "query", "required": True, "description": "the peer's ID", "schema": text},
+                    _query("from", moment, "entries at or after"),
+                    _query("to", moment, "entries at or before"),
+                ],
+                "responses": {
+                    "200": {
+                        "description": "The bundle.",
+                        "headers": {
+                            "X-Journal-Signature": {
+                                "description": "detached Ed25519 signature, base64",
+                                "schema": text,
+                            }
+                        },
+                        "content": {"application/x-ndjson": {"schema": text}},
+                    },
+                    "400": bad_query,
+                    "401": unauthorized,
+                    "409": no_key,
+                    "503": _problem("The key file cannot be read."),
+                },
+            }
+        },
+    }
+
+
 def internal_openapi() -> dict[str, Any]:
     """The OpenAPI document of the internal API: every route of internal_api.create_internal_app."""
     from services.gateway import internal_api  # not at the top: internal_api imports this module
@@ -469,6 +629,7 @@ def internal_openapi() -> dict[str, Any]:
         ("reply", "serialization", CommandReply),
         ("session", "serialization", Session),
         ("lane", "serialization", LaneState),
+        ("probe", "serialization", ProbeResult),
         ("cdr:out", "serialization", OutboxCdr),
         ("cdr:in", "serialization", InboxCdr),
         *((f"command:{c.value}", "validation", COMMAND_PAYLOADS[c]) for c in commands),
@@ -507,8 +668,9 @@ def internal_openapi() -> dict[str, Any]:
         components,
         peer,
         "PeerDetail",
-        "A peer with the state of its delivery lanes (EMP peers) or of its scheduled pulls (CPO peers).",
-        optional={"delivery": _array(refs["lane"]), "pulls": _component("PullState")},
+        "A peer with the state of its delivery lanes (EMP peers) or of its scheduled pulls (CPO peers), and "
+        "its latest probe (once probed).",
+        optional={"delivery": _array(refs["lane"]), "pulls": _component("PullState"), "probe": refs["probe"]},
     )
     token = _view(
         components,
@@ -847,6 +1009,33 @@ def internal_openapi() -> dict[str, Any]:
                 "responses": {"200": _ok("One entry per peer with `pull`.", _array(pull_state)), "401": unauthorized},
             }
         },
+        "/peers/{role}/{peer_id}/probe": {
+            "parameters": [role, peer_id],
+            "post": {
+                "tags": ["peers"],
+                "summary": "Probe a peer now",
+                "description": "DNS, TCP, the TLS handshake with the peer's configured certificates (https) and "
+                "an OICP round trip that changes nothing at the peer (`probe.operation`: PullEvseStatusById of an "
+                "unknown EVSE to CPO peers, AuthorizeStop of an unknown session to EMP peers), its answer checked "
+                "against the OICP schema. The result is stored (`GET /probes`, the metrics) and returned; a "
+                "failed probe is a 200 too, with `ok: false`, `failed_step` and `reason`. No body.",
+                "responses": {
+                    "200": _ok("The probe's result.", refs["probe"]),
+                    "400": _problem("role is not cpo or emp."),
+                    "401": unauthorized,
+                    "404": no_peer,
+                },
+            },
+        },
+        "/probes": {
+            "get": {
+                "tags": ["look-ups"],
+                "summary": "Latest peer probes",
+                "description": "The latest probe of every registered peer (the periodic one, "
+                "`probes.interval_seconds`, or one on demand); peers never probed are absent.",
+                "responses": {"200": _ok("One result per probed peer.", _array(refs["probe"])), "401": unauthorized},
+            }
+        },
         "/routes/{id}": {
             "parameters": [_path("id", "an EvseID, EvcoID, OperatorID or ProviderID")],
             "get": {
@@ -1152,9 +1341,10 @@ def internal_openapi() -> dict[str, Any]:
             {"name": "cdrs", "description": "Charge detail records"},
             {"name": "sessions", "description": "The session ledger"},
             {"name": "dead letters", "description": "Commands the workers gave up on, with their errors"},
+            {"name": "journal", "description": "The exchange journal: search, verification, signed export"},
         ],
         "security": [{"internalToken": []}],
-        "paths": paths,
+        "paths": {**paths, **_journal_paths(bad_query, unauthorized)},
         "components": {
             "schemas": dict(sorted(components.items())),
             "securitySchemes": {

@@ -4,7 +4,8 @@ EMP role: sends remote start/stop and reservations to CPO peers (never retried),
 notifications. CPO role: receives remote start/stop and reservations from EMP peers, asks the charge
 point backend by request/reply, sends charging notifications to the session's EMP. Both roles keep
 the session ledger (ARCHITECTURE §6): a session is recorded *before* anything is sent or asked, so it
-survives a timeout, and a late confirmation of the charge point is adopted.
+survives a timeout, and a late confirmation of the charge point is adopted. One sessions worker of
+the node (by lease) also runs the periodic peer probes (services/sessions/probes.py).
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ class SessionsDeps:
             bus=bus,
             redis=redis,
             keys=keys,
-            registry=PeerRegistry(redis, keys, settings.peers),
+            registry=PeerRegistry(redis, keys, settings.peers, profiles=settings.resolved_profiles()),
             ledger=SessionLedger(redis, keys),
             own_data=EvseDataStore(redis, keys, "own"),
             client=PeerClient.create(limiter=RateLimiter.for_redis(redis, keys, settings.rate_limits)),
@@ -93,10 +94,12 @@ def create_app(settings: NodeSettings) -> FastStream:
     from services.sessions.cpo import adopt_late_reply
     from services.sessions.handlers import register_handlers
     from services.sessions.housekeeping import Housekeeping
+    from services.sessions.probes import ProbeJob
 
     deps = SessionsDeps.build(settings)
     register_handlers(deps)
     housekeeping = Housekeeping(deps)
+    probes = ProbeJob(deps)  # the periodic peer probes, one process of the node at a time
 
     async def start() -> None:
         await deps.broker.connect()
@@ -106,8 +109,10 @@ def create_app(settings: NodeSettings) -> FastStream:
         deps.rpc.on_late_reply = lambda request_id, reply: adopt_late_reply(deps, request_id, reply)
         await deps.rpc.start()
         await housekeeping.start()
+        await probes.start()
 
     async def stop() -> None:
+        await probes.stop()
         await housekeeping.stop()
         await deps.rpc.close()
         await deps.client.close()

@@ -13,9 +13,11 @@ from typing import TypeVar
 
 import aiohttp
 import orjson
+import yarl
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
+from shared.journal.recorder import OutboundCall
 from shared.oicp import AssembledBody, OICPModel
 from shared.oicp.errors import describe_validation_error
 from shared.peers.tls import CLIENT_CONTEXTS
@@ -84,9 +86,35 @@ class PeerClient:
     ) -> ResponseT:
         """POST ``body`` to ``peer``'s base URL + ``path`` (+ query ``params``, e.g. the ``page``/``size`` of a
         paged pull) and parse the OICP answer. ``operation`` names the rate limit the call counts against
-        (default: the catalogue operation of ``path`` and ``body``)."""
+        (default: the catalogue operation of ``path`` and ``body``). Every call sent is journaled
+        (shared/journal), a transport failure too; the journal never delays or fails the call."""
+        journaled = OutboundCall(peer.id, operation or operation_of_call(path, body) or type(body).__name__, path)
+        try:
+            return await self._call(peer, path, body, response_model, params, operation, journaled)
+        except PeerCallError as exc:
+            journaled.error = str(exc)
+            raise
+        finally:
+            journaled.record()
+
+    async def _call(
+        self,
+        peer: PeerConfig,
+        path: str,
+        body: OICPModel | AssembledBody,
+        response_model: type[ResponseT],
+        params: Mapping[str, str | int] | None,
+        operation: str | None,
+        journaled: OutboundCall,
+    ) -> ResponseT:
         waited = await self._take_slot(peer, operation or operation_of_call(path, body))
-        url = str(peer.base_url).rstrip("/") + path
+        # The peer's compatibility profile (shared/peers/profiles.py), in this one place for every call:
+        # its path for the operation, its ID spelling, its field names and date-time format.
+        path, document = peer.compat.outbound(path, body)
+        journaled.path = path
+        url: str | yarl.URL = str(peer.base_url).rstrip("/") + path
+        if "%" in path:  # percent-encoded by the profile: sent as it is (yarl would decode %2A to *)
+            url = yarl.URL(url, encoded=True)
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if peer.outbound_token is not None:
             headers["Authorization"] = f"Bearer {peer.outbound_token.get_secret_value()}"
@@ -101,7 +129,7 @@ class PeerClient:
             async with self.session.post(
                 url,
                 params=params,
-                data=orjson.dumps(body.to_oicp()),
+                data=journaled.sent(orjson.dumps(document)),
                 headers=headers,
                 timeout=timeout,
                 ssl=tls_context,
@@ -110,6 +138,7 @@ class PeerClient:
                 allow_redirects=False,
             ) as response:
                 raw = await response.read()
+                journaled.answered(response.status, raw)
                 if response.status == 429 or response.status >= 500:
                     raise PeerCallError(
                         "http",

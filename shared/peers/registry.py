@@ -8,14 +8,18 @@ Inbound bearer tokens of API peers are stored only as SHA-256 digests.
 from __future__ import annotations
 
 import hmac
+import logging
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 
 import orjson
 import redis.asyncio as aioredis
 
+from shared.peers.profiles import BUILTIN_PROFILES, CompatibilityProfile
 from shared.settings import PeerAuth, PeerConfig, Role, token_digest
 from shared.stores.redis import KeySpace
+
+logger = logging.getLogger(__name__)
 
 
 class PeerConflict(Exception):
@@ -24,9 +28,17 @@ class PeerConflict(Exception):
 
 class PeerRegistry:
     def __init__(
-        self, redis: aioredis.Redis, keys: KeySpace, configured: list[PeerConfig], cache_seconds: float = 1.0
+        self,
+        redis: aioredis.Redis,
+        keys: KeySpace,
+        configured: list[PeerConfig],
+        cache_seconds: float = 1.0,
+        profiles: Mapping[str, CompatibilityProfile] | None = None,
     ) -> None:
         self._redis = redis
+        # compatibility profiles by name (NodeSettings.resolved_profiles()), for API-registered peers
+        self._profiles = dict(profiles or BUILTIN_PROFILES)
+        self._warned: set[str] = set()  # peers whose unknown profile was logged once
         self._hash = keys.key("peers")
         # "<role>:<ID>" -> "1"/"0": enabled or disabled by an operator, for file and API peers alike
         # (the file stays the source of a peer's definition; switching it off needs no restart)
@@ -47,7 +59,7 @@ class PeerRegistry:
             pipe.hgetall(self._hash)
             pipe.hgetall(self._switches)
             raw, switches = await pipe.execute()
-        dynamic = [PeerConfig.model_validate_json(v) for v in raw.values()]
+        dynamic = [self._with_profile(PeerConfig.model_validate_json(v)) for v in raw.values()]
         peers = [*self._configured.values(), *dynamic]
         switched = {k.decode(): v == b"1" for k, v in switches.items()}
         peers = [
@@ -56,6 +68,18 @@ class PeerRegistry:
         ]
         self._cache = (now, peers)
         return peers
+
+    def _with_profile(self, peer: PeerConfig) -> PeerConfig:
+        try:
+            peer.attach_profile(self._profiles)
+        except ValueError as exc:  # its profile was removed from the file after it was registered
+            if self._field(peer) not in self._warned:
+                self._warned.add(self._field(peer))
+                logger.warning("%s; calling it with the strict profile", exc)
+        return peer
+
+    def knows_profile(self, name: str) -> bool:
+        return name in self._profiles
 
     async def set_enabled(self, role: Role, peer_key: str, enabled: bool) -> PeerConfig | None:
         """Switch a peer on or off without deleting it (None if there is no such peer). Every service

@@ -18,8 +18,13 @@ The scenario, and what it is for:
   (OicpDeadLetters, oicp_dead_lettered_total kind rejected), and a status change whose handler keeps
   failing (a corrupted Redis key): requeued at every delivery (FastStream's non-acked statuses), then
   dead-lettered kind failed;
+* a journal outage on the EMP node (its raw journal stream briefly of the wrong type): its answers
+  are unaffected, the entries dropped (OicpJournalEntriesDropped);
 * calls with an unknown token (017 — OicpHighErrorRate for "anonymous") and one pull over the peer's
-  rate limit (429, oicp_rate_limited_total).
+  rate limit (429, oicp_rate_limited_total);
+* peer probes every ``PROBE_INTERVAL`` on both nodes: ``DOWN`` fails at TCP (OicpPeerProbeFailing), and a
+  third EMP peer of the CPO node (``TLS_ID``) is a bare TLS server whose certificate expires in two days
+  (tests/support/certs.py — OicpPeerCertificateExpiring).
 
 Last, a stopped worker: the node launcher (``shared.node``) restarts a dead child within a second, too
 fast for an alert, so the test freezes the launcher (SIGSTOP; its other children keep running), stops
@@ -38,6 +43,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import ssl
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -57,6 +63,7 @@ from shared.oicp.operations import OPERATIONS_BY_NAME
 from shared.stores.redis import KeySpace
 from tests.support.cdr_bodies import full_cdr
 from tests.support.cdrs import service_pids
+from tests.support.certs import Authority
 from tests.support.nodes import (
     AMQP_URL,
     POLL_INTERVAL,
@@ -87,6 +94,8 @@ from tests.support.sessions import notification
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session"), pytest.mark.timeout(240)]
 
 CPO_ID, EMP_ID, DOWN_ID = "DE*MON", "DE-MON", "DE-MDX"
+TLS_ID = "DE-MTL"  # an EMP peer that only completes TLS handshakes (probe.operation: none)
+PROBE_INTERVAL = 2  # probes.interval_seconds: AuthorizeStop to the EMP node stays under its 50 a minute
 EMP_CALLS_CPO, CPO_CALLS_EMP = "mon-emp-calls-cpo", "mon-cpo-calls-emp"
 MONITORING_TOKEN = f"{RUN_ID}-monitoring-token"
 PULL_LIMIT = 1  # PullEvseStatus per minute for the EMP peer: the second pull is refused with 429
@@ -104,6 +113,9 @@ ALLOWED_FALSE = {
     # p99 above 60 s needs status changes waiting over a minute for a peer that then answers: longer
     # than the whole test may take. The quantile itself must be there.
     "OicpStatusPropagationSlow": "needs a minute-long delay",
+    # journal entries waiting 5 minutes for the sealer: longer than the whole test may take. The
+    # backlog's age itself must be there.
+    "OicpJournalNotSealed": "needs entries unsealed for 5 minutes",
 }
 # Made true in the last step (a stopped worker), not while everything runs.
 WORKER_STOPPED = ("OicpQueueWithoutConsumers", "OicpTargetDown")
@@ -206,6 +218,29 @@ async def fail_a_handler(m: Monitored) -> None:
                 await client.rename(saved, key)
 
 
+async def drop_journal_entries(m: Monitored) -> None:
+    """A journal outage: the EMP node's raw journal stream is briefly a string (every journal write
+    fails with WRONGTYPE), so the pushes it answers meanwhile are not journaled —
+    oicp_journal_dropped_total, OicpJournalEntriesDropped; the answers themselves are unaffected."""
+    key = KeySpace(f"{RUN_ID}:{m.emp.name}:").key("journal", "raw")
+    client = aioredis.from_url(REDIS_URL)
+    async with client:
+        await client.delete(key)
+        await client.set(key, "not a stream")
+        try:
+
+            async def dropped() -> bool:
+                await m.set_status(fresh_evse())
+                async with m.http.get(m.emp.metrics_url("gateway"), headers=m.emp.monitoring_headers) as response:
+                    lines = (await response.text()).splitlines()
+                prefix = 'oicp_journal_dropped_total{reason="redis"} '
+                return any(float(line.removeprefix(prefix)) > 0 for line in lines if line.startswith(prefix))
+
+            await wait_until(dropped, timeout=SCENARIO_TIMEOUT, interval=0.5, what="journal entries dropped")
+        finally:
+            await client.delete(key)
+
+
 async def scenario(m: Monitored) -> None:
     # EVSE status to both EMP peers (the EMP node acknowledges, DOWN never answers)
     for _ in range(3):
@@ -237,6 +272,7 @@ async def scenario(m: Monitored) -> None:
     # a poison command (dead letter), an unknown caller (017), a pull over the EMP peer's limit (429)
     await publish_foreign_command(m.cpo)
     await fail_a_handler(m)
+    await drop_journal_entries(m)
     assert await m.pull_status("nobody-knows-this-token") == 200  # an OICP answer with 017
     statuses = [await m.pull_status(EMP_CALLS_CPO) for _ in range(PULL_LIMIT + 1)]
     assert statuses[-1] == 429, statuses
@@ -271,6 +307,16 @@ async def stop_traffic(m: Monitored) -> None:
 async def monitored(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Monitored]:
     directory: Path = tmp_path_factory.mktemp("monitoring")
     cpo = SharedTokenNode("mon-cpo", operator_ids=[CPO_ID])
+    ca = Authority.create(directory / "ca")
+    server = ca.issue("tls-peer", "tls-peer", server=True)
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(server.cert, server.key)
+    tls_port = free_port()
+
+    async def close_at_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    tls_peer = await asyncio.start_server(close_at_once, "127.0.0.1", tls_port, ssl=server_tls)
     emp = SharedTokenNode("mon-emp", provider_ids=[EMP_ID])
     cpo.peers = [
         {
@@ -291,6 +337,15 @@ async def monitored(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[M
             "push": ["PushEvseStatus"],
             "timeout_seconds": 1,
         },
+        {
+            "id": TLS_ID,
+            "role": "emp",
+            "base_url": f"https://127.0.0.1:{tls_port}",
+            "inbound_token": "mon-tls-calls-cpo",
+            "authorization": False,  # no RFID broadcasts to it
+            "probe": {"operation": "none"},
+            "tls": {"ca_file": str(ca.cert)},
+        },
     ]
     emp.peers = [
         {
@@ -306,8 +361,9 @@ async def monitored(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[M
         "rate_limits": {"enabled": True},  # Hubject's defaults, and the EMP peer's own PullEvseStatus limit
         "cdr": {"max_attempts": 2, "backoff_initial_seconds": 0.2, "backoff_max_seconds": 0.5},
         "sessions": sessions,
+        "probes": {"enabled": True, "interval_seconds": PROBE_INTERVAL},
     }
-    emp.extra = {"sessions": sessions}
+    emp.extra = {"sessions": sessions, "probes": {"enabled": True, "interval_seconds": PROBE_INTERVAL}}
 
     token_file = directory / "monitoring_token"
     token_file.write_text(MONITORING_TOKEN + "\n")
@@ -331,6 +387,7 @@ async def monitored(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[M
         processes.stop()
         await prometheus.stop()
         await http.close()
+        tls_peer.close()
         await cleanup([cpo, emp])
 
 
@@ -395,6 +452,8 @@ async def test_every_alert_condition_is_true_and_its_rule_pending(monitored: Mon
         "OicpPeerDown": (("peer", "operation"), {(DOWN_ID, "PushEvseStatus")}),
         "OicpDeliveryBacklogGrowing": (("peer", "operation"), {(DOWN_ID, "PushEvseStatus")}),
         "OicpCdrsParked": (("peer",), {(DOWN_ID,)}),
+        "OicpPeerProbeFailing": (("peer", "failed_step"), {(DOWN_ID, "tcp")}),
+        "OicpPeerCertificateExpiring": (("peer", "certificate"), {(TLS_ID, "server")}),
         "OicpHighErrorRate": (("face", "peer"), {("cpo", "anonymous")}),
         "OicpDeadLetters": (("queue",), {(monitored.cpo.topology.dead_letters.name,)}),
     }

@@ -119,6 +119,9 @@ class NodeSpec:
             # Tests call far more often than Hubject's limits allow (6 PullEvseStatus a minute...): only
             # the rate-limit tests turn them on (tests/e2e/test_rate_limits.py, through ``extra``).
             "rate_limits": {"enabled": False},
+            # The periodic peer probes would call every peer (sinks included) behind the tests' backs:
+            # only the probe tests turn them on (tests/e2e/test_peer_probes.py, through ``extra``).
+            "probes": {"enabled": False},
             **self.extra,
         }
 

@@ -59,6 +59,8 @@ PLAIN_METRICS = frozenset(
         "oicp_dead_lettered_total",
         "oicp_handler_outage_retries_total",
         "oicp_consumers_recovered_total",
+        "oicp_journal_entries_total",
+        "oicp_journal_dropped_total",
         # node-wide, exported by the gateway (max over gateway replicas)
         "oicp_sessions",
         "oicp_sessions_without_cdr",
@@ -73,6 +75,12 @@ PLAIN_METRICS = frozenset(
         "oicp_queue_consumers",
         "oicp_redis_up",
         "oicp_rabbitmq_up",
+        "oicp_journal_unsealed_entries",
+        "oicp_journal_oldest_unsealed_age_seconds",
+        "oicp_peer_probe_success",
+        "oicp_peer_probe_duration_seconds",
+        "oicp_peer_probe_timestamp_seconds",
+        "oicp_peer_certificate_expiry_timestamp_seconds",
         # FastStream's RabbitPrometheusMiddleware, per worker process
         "faststream_received_messages_total",
         "faststream_received_processed_messages_total",

@@ -42,9 +42,20 @@ def nested_model(annotation: Any) -> tuple[type[BaseModel] | None, bool]:
     return None, False
 
 
+def map_model(annotation: Any) -> type[BaseModel] | None:
+    """The model of a map's values (dict[str, X]): documented as the section ``<key>.<name>``."""
+    if get_origin(annotation) is dict:
+        value = get_args(annotation)[1]
+        return value if inspect.isclass(value) and issubclass(value, BaseModel) else None
+    return None
+
+
 def leaf_paths(model: type[BaseModel], prefix: str = "") -> Iterator[str]:
     for name, info in model.model_fields.items():
         path = f"{prefix}{info.alias or name}"
+        if (mapped := map_model(info.annotation)) is not None:
+            yield from leaf_paths(mapped, path + ".<name>.")
+            continue
         child, in_list = nested_model(info.annotation)
         if child is None:
             yield path
@@ -54,6 +65,10 @@ def leaf_paths(model: type[BaseModel], prefix: str = "") -> Iterator[str]:
 
 def section_paths(model: type[BaseModel], prefix: str = "") -> Iterator[str]:
     for name, info in model.model_fields.items():
+        if (mapped := map_model(info.annotation)) is not None:
+            yield f"{prefix}{info.alias or name}.<name>"
+            yield from section_paths(mapped, f"{prefix}{info.alias or name}.<name>.")
+            continue
         child, in_list = nested_model(info.annotation)
         if child is not None:
             path = f"{prefix}{info.alias or name}" + ("[]" if in_list else "")
