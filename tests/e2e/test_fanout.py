@@ -336,4 +336,7 @@ async def test_a_peer_slower_than_its_timeout_fails_then_recovers(fan: Fan) -> N
 
     await wait_until(timed_out, what="the lane records the timeout")
     sink.delay = 0.0
-    await wait_until(lambda: sink.statuses == statuses, what="the peer gets the status once it answers in time")
+    # generous: the lane may be in its longest backoff after several timeouts, on a busy machine
+    await wait_until(
+        lambda: sink.statuses == statuses, timeout=60, what="the peer gets the status once it answers in time"
+    )
