@@ -20,14 +20,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-import orjson
 import pytest
 import pytest_asyncio
-from aiohttp import web
 
 from tests.support.bodies import evse_record
 from tests.support.cdrs import cdr_body
-from tests.support.nodes import NodeProcesses, NodeSpec, cleanup, free_port, wait_until
+from tests.support.nodes import HttpSink, NodeProcesses, NodeSpec, cleanup, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
 
@@ -65,41 +63,10 @@ PROFILES = {
 }
 
 
-class Recorder:
-    """A fake peer: records the raw path (percent-encoding kept) and body of every POST, acknowledges."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.requests: list[tuple[str, dict[str, Any]]] = []
-        self._runner: web.AppRunner | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def _handle(self, request: web.Request) -> web.Response:
-        self.requests.append((request.raw_path, orjson.loads(await request.read())))
-        return web.json_response({"Result": True, "StatusCode": {"Code": "000", "Description": "Success"}})
-
-    def at(self, prefix: str) -> list[dict[str, Any]]:
-        return [body for path, body in self.requests if path.startswith(prefix)]
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_post("/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
-
-    async def stop(self) -> None:
-        if self._runner:
-            await self._runner.cleanup()
-
-
 @dataclass
 class World:
     node: NodeSpec
-    peers: dict[str, Recorder]
+    peers: dict[str, HttpSink]
     http: aiohttp.ClientSession
 
     async def command(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -121,7 +88,7 @@ def token(peer_id: str) -> str:
 
 @pytest_asyncio.fixture(loop_scope="session", scope="module")
 async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World]:
-    recorders = {name: Recorder() for name in (CUSTOM_EMP, HUB_EMP, WWCP_CPO, HUB_CPO, STRICT_CPO)}
+    recorders = {name: HttpSink() for name in (CUSTOM_EMP, HUB_EMP, WWCP_CPO, HUB_CPO, STRICT_CPO)}
     for recorder in recorders.values():
         await recorder.start()
     node = NodeSpec("compat", operator_ids=[OPERATOR], provider_ids=[PROVIDER])
@@ -161,7 +128,7 @@ async def test_custom_emp_profile_status_pushes(world: World) -> None:
         return [r for body in peer.at("/custom/evse-status/") for r in body["OperatorEvseStatus"]["EvseStatusRecord"]]
 
     await wait_until(lambda: len(pushed()) >= len(STATUS_EVSES), what="statuses at the custom path")
-    paths = {path for path, _ in peer.requests if path.startswith("/custom/evse-status/")}
+    paths = {r.raw_path for r in peer.requests if r.raw_path.startswith("/custom/evse-status/")}
     assert paths == {"/custom/evse-status/DE%2ACMP"}
     bodies = peer.at("/custom/evse-status/")
     assert all(len(b["OperatorEvseStatus"]["EvseStatusRecord"]) <= BATCH_LIMIT for b in bodies), bodies
@@ -198,7 +165,8 @@ async def test_wwcp_profile_reservation_path_id_and_field_name(world: World) -> 
         },
     )
     assert reply["ok"], reply
-    [(path, body)] = peer.requests
+    [request] = peer.requests
+    path, body = request.raw_path, request.body
     assert path == "/api/oicp/charging/v21/providers/DECMP/authorize-remote-reservation/start"
     assert body["EMPPartnerSessionId"] == "emp-4711" and "EMPPartnerSessionID" not in body
     assert body["ProviderID"] == PROVIDER and body["SessionID"] == reply["session_id"]
@@ -257,7 +225,7 @@ async def test_hubject_profile_push_evse_data_spelling(world: World) -> None:
     await wait_until(lambda: any(r["EvseID"] == f"{OPERATOR}*E9" for r in records()), what="EVSE data at the hub")
     [pushed] = [r for r in records() if r["EvseID"] == f"{OPERATOR}*E9"]
     assert pushed["ChargingStationId"] == "station-9" and "ChargingStationID" not in pushed
-    assert {path for path, _ in hub.requests} == {f"/api/oicp/evsepush/v23/operators/{OPERATOR}/data-records"}
+    assert {r.raw_path for r in hub.requests} == {f"/api/oicp/evsepush/v23/operators/{OPERATOR}/data-records"}
 
 
 async def test_hubject_profile_v21_cdr_path_inbound(world: World) -> None:

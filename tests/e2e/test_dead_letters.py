@@ -10,7 +10,6 @@ a status command for that operator fails with WRONGTYPE while the other operator
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -216,9 +215,27 @@ async def test_a_fire_and_forget_command_sent_with_reply_to_is_applied_once_and_
         message = aio_pika.Message(
             orjson.dumps(body), content_type="application/json", message_id=marker, reply_to="amq.rabbitmq.reply-to"
         )
+        received_before, _ = await _status_set_deliveries(node)
         await exchange.publish(message, routing_key=STATUS_SET, mandatory=True)
         await wait_until(lambda: _is(node, evse_id, "Reserved"), what="the command applied")
-        # With the empty reply it was redelivered at once, delivery_limit times, then dead-lettered by
-        # RabbitMQ; a second is plenty for that to show.
-        await asyncio.sleep(1)
-    assert await node.dead_letters() == [] and got == []
+
+        async def settled() -> bool:
+            # every delivery of the status.set queue handled (none in flight), this one among them
+            received, processed = await _status_set_deliveries(node)
+            return received > received_before and processed == received
+
+        await wait_until(settled, what="the delivery handled")
+        # With the empty reply, the reply reached `got` before the delivery failed, and the command
+        # was delivered again (delivery_limit times, then dead-lettered by RabbitMQ).
+        received, _ = await _status_set_deliveries(node)
+    assert got == [] and received == received_before + 1 and await node.dead_letters() == []
+
+
+async def _status_set_deliveries(node: Node) -> tuple[float, float]:
+    """Deliveries of the status.set queue to the evse_push worker so far: received, and handled
+    (whatever the outcome) - FastStream's per-handler counters."""
+    found = await scrape(node.http, node.spec.metrics_url("evse_push"), node.spec.monitoring_token)
+    ours = [s for s in found.samples if s.labels.get("handler", "").endswith(f".{STATUS_SET}")]
+    received = sum(s.value for s in ours if s.name == "faststream_received_messages_total")
+    processed = sum(s.value for s in ours if s.name == "faststream_received_processed_messages_total")
+    return received, processed

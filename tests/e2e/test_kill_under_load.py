@@ -40,7 +40,7 @@ import signal
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
@@ -226,7 +226,7 @@ async def nodes(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Nodes
         emp_processes.stop()
         await to_emp.cut()
         await redis.aclose()
-        await redis_server.stop()
+        redis_server.stop()
         await cleanup([cpo, emp])
 
 
@@ -699,12 +699,16 @@ REDIS_DOWN_FOR = 4.0  # seconds the nodes' Redis stays dead
 SERVICES = ("gateway", "evse_push", "authorization", "sessions", "cdr")
 
 
-async def test_redis_killed_and_restarted_under_load_loses_and_duplicates_nothing(nodes: Nodes) -> None:
-    """The nodes' Redis is killed (SIGKILL) in the middle of the load and started again on its
-    append-only file, as a production Redis restarts. While it is down neither node is ready and
-    nothing is acknowledged that did not take effect (commands accepted before are held by their
-    workers, not dead-lettered); afterwards every process of both nodes carries on without a restart
-    (same PIDs) and the same guarantees as after a kill hold."""
+async def outage_under_load(
+    nodes: Nodes,
+    what: str,
+    take_down: Callable[[], Awaitable[None]],
+    bring_back: Callable[[], Awaitable[None]],
+    down_for: float,
+) -> None:
+    """Take ``what`` down in the middle of the load for ``down_for`` seconds and bring it back; then
+    the same checks as after a kill, plus: neither node was ready meanwhile, no process was restarted
+    (same PIDs), every worker consumes its queues again, and nothing went to a dead-letter queue."""
     pids = {
         (name, service): service_pids(nodes.processes(name), service) for name in ("cpo", "emp") for service in SERVICES
     }
@@ -714,27 +718,33 @@ async def test_redis_killed_and_restarted_under_load_loses_and_duplicates_nothin
         load.start()
         try:
             await wait_until(lambda: load.acked_since(began) >= BEFORE_KILL, timeout=30, what="the load flowing")
-            nodes.redis_server.kill()
-            died = time.monotonic()
+            await take_down()
+            down_since = time.monotonic()
             try:
-                await asyncio.sleep(REDIS_DOWN_FOR)
+                await asyncio.sleep(down_for)  # the outage itself, not a wait for something
                 for node in (nodes.cpo, nodes.emp):
-                    assert not await ready(node), f"{node.name} says it is ready without Redis"
+                    assert not await ready(node), f"{node.name} says it is ready without {what}"
             finally:
-                await nodes.redis_server.start()
-                await nodes.redis.connection_pool.disconnect()  # the test's own connections died with it
+                await bring_back()
             back = time.monotonic()
             for node in (nodes.cpo, nodes.emp):
                 await wait_until(lambda n=node: ready(n), timeout=60, interval=0.5, what=f"{node.name} ready again")
+                for service in SERVICES[1:]:
+                    await wait_until(
+                        lambda n=node, s=service: consumers_back(n, s),
+                        timeout=60,
+                        interval=0.5,
+                        what=f"{node.name}/{service} consuming again",
+                    )
             for kind in ("status", "authorization", "cdr"):
                 await wait_until(
                     lambda k=kind: load.acked_since(back, (k,)) >= AFTER_RESTART,
                     timeout=60,
-                    what=f"{kind} acknowledged again after Redis returned",
+                    what=f"{kind} acknowledged again after {what} returned",
                 )
         finally:
             await load.stop()
-        print(f"\nRedis down from {died - began:.1f}s to {back - began:.1f}s; {load.summary()}")
+        print(f"\n{what} down from {down_since - began:.1f}s to {back - began:.1f}s; {load.summary()}")
         assert {key: service_pids(nodes.processes(key[0]), key[1]) for key in pids} == pids, "a process was restarted"
 
         assert not load.unexpected, load.unexpected
@@ -744,6 +754,23 @@ async def test_redis_killed_and_restarted_under_load_loses_and_duplicates_nothin
         for node in (nodes.cpo, nodes.emp):
             letters = await internal_get(http, node, "/dead-letters")
             assert letters["total"] == 0, f"{node.name}: dead-lettered during the outage: {letters['messages']}"
+
+
+async def test_redis_killed_and_restarted_under_load_loses_and_duplicates_nothing(nodes: Nodes) -> None:
+    """The nodes' Redis is killed (SIGKILL) in the middle of the load and started again on its
+    append-only file, as a production Redis restarts. While it is down neither node is ready and
+    nothing is acknowledged that did not take effect (commands accepted before are held by their
+    workers, not dead-lettered); afterwards every process of both nodes carries on without a restart
+    (same PIDs) and the same guarantees as after a kill hold."""
+
+    async def kill() -> None:
+        nodes.redis_server.kill()
+
+    async def restart() -> None:
+        await nodes.redis_server.start()
+        await nodes.redis.connection_pool.disconnect()  # the test's own connections died with it
+
+    await outage_under_load(nodes, "Redis", kill, restart, REDIS_DOWN_FOR)
 
 
 # ---- RabbitMQ itself stopped and started again (make soak) -----------------------------------------
@@ -768,46 +795,12 @@ async def test_rabbitmq_stopped_and_started_under_load_loses_and_duplicates_noth
     without being restarted (same PIDs: the robust connections and the consumer watchdog), and the
     same guarantees as after a kill hold. It stops the broker every other test run shares, so it runs
     alone, in ``make soak``."""
-    pids = {
-        (name, service): service_pids(nodes.processes(name), service) for name in ("cpo", "emp") for service in SERVICES
-    }
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
-        load = Load(nodes, http)
-        began = time.monotonic()
-        load.start()
-        try:
-            await wait_until(lambda: load.acked_since(began) >= BEFORE_KILL, timeout=30, what="the load flowing")
-            await rabbitmqctl("stop_app")
-            try:
-                await asyncio.sleep(BROKER_DOWN_FOR)
-                for node in (nodes.cpo, nodes.emp):
-                    assert not await ready(node), f"{node.name} says it is ready without RabbitMQ"
-                down_since = time.monotonic() - BROKER_DOWN_FOR
-            finally:
-                await rabbitmqctl("start_app")
-                await rabbitmqctl("await_startup")
-            back = time.monotonic()
-            for node in (nodes.cpo, nodes.emp):
-                await wait_until(lambda n=node: ready(n), timeout=60, interval=0.5, what=f"{node.name} ready again")
-                for service in SERVICES[1:]:
-                    await wait_until(
-                        lambda n=node, s=service: consumers_back(n, s),
-                        timeout=60,
-                        interval=0.5,
-                        what=f"{node.name}/{service} consuming again",
-                    )
-            for kind in ("status", "authorization", "cdr"):
-                await wait_until(
-                    lambda k=kind: load.acked_since(back, (k,)) >= AFTER_RESTART,
-                    timeout=60,
-                    what=f"{kind} acknowledged again after RabbitMQ returned",
-                )
-        finally:
-            await load.stop()
-        print(f"\nRabbitMQ down from {down_since - began:.1f}s to {back - began:.1f}s; {load.summary()}")
-        assert {key: service_pids(nodes.processes(key[0]), key[1]) for key in pids} == pids, "a process was restarted"
 
-        assert not load.unexpected, load.unexpected
-        await check_statuses(nodes, load)
-        await check_authorizations(nodes, load)
-        await check_sessions_and_cdrs(nodes, load, http, received_once=False)
+    async def stop() -> None:
+        await rabbitmqctl("stop_app")
+
+    async def start() -> None:
+        await rabbitmqctl("start_app")
+        await rabbitmqctl("await_startup")
+
+    await outage_under_load(nodes, "RabbitMQ", stop, start, BROKER_DOWN_FOR)

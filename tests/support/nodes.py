@@ -233,6 +233,7 @@ class RecordedRequest:
     path: str
     headers: dict[str, str]
     body: Any
+    raw_path: str = ""  # as sent, percent-encoding kept
 
 
 class HttpSink:
@@ -249,8 +250,12 @@ class HttpSink:
 
     async def _handle(self, request: web.Request) -> web.Response:
         body = orjson.loads(await request.read())
-        self.requests.append(RecordedRequest(request.path, dict(request.headers), body))
+        self.requests.append(RecordedRequest(request.path, dict(request.headers), body, request.raw_path))
         return web.json_response({"Result": True, "StatusCode": {"Code": "000", "Description": "Success"}})
+
+    def at(self, prefix: str) -> list[Any]:
+        """The bodies received at raw paths starting with ``prefix``."""
+        return [r.body for r in self.requests if r.raw_path.startswith(prefix)]
 
     async def start(self) -> None:
         app = web.Application()

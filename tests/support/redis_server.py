@@ -7,7 +7,6 @@ by every run) must never be put through."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import subprocess
 from pathlib import Path
@@ -61,7 +60,6 @@ class RedisServer:
             self.process.wait(timeout=10)
             self.process = None
 
-    async def stop(self) -> None:
+    def stop(self) -> None:
         with contextlib.suppress(Exception):
             self.kill()
-        await asyncio.sleep(0)
